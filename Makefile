@@ -1,0 +1,40 @@
+# Two commands for a machine with only python3, git and make:
+#   make demo   render a service and show it working
+#   make test   run the template's tests
+# Both bootstrap their tools into .venv (uv, copier, pytest) on first use.
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+# Renders call `uv` and `make`; the bootstrapped uv comes first on PATH.
+export PATH := $(BIN):$(PATH)
+# One uv cache for every render, so each render's `uv sync` is a local copy after the first.
+export UV_CACHE_DIR ?= $(CURDIR)/.cache/uv
+# Parallel renders; 2 matches a 2-core CI machine.
+JOBS ?= 2
+
+.PHONY: help bootstrap demo test lint clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.bootstrapped: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r pyproject.toml
+	touch $@
+
+bootstrap: $(VENV)/.bootstrapped  ## Create .venv with uv, copier and pytest
+
+demo: bootstrap  ## Render a service, run it against a stub downstream, show correlated logs
+	$(BIN)/python -m tests.demo
+
+test: bootstrap  ## Run the template tests (renders every variant and runs its workflow)
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup $(PYTEST_ARGS)
+
+lint: bootstrap  ## Lint the template repository's own Python (tests, hooks)
+	$(BIN)/ruff check tests hooks
+	$(BIN)/ruff format --check tests hooks
+
+clean:  ## Remove the bootstrapped tools and caches
+	rm -rf $(VENV) .cache .pytest_cache

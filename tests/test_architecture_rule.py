@@ -1,0 +1,71 @@
+"""The seed's Architecture Rule is enforced by lint: a route that builds its own httpx client
+fails `make lint` in a render, with a message that points to the shared client."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support import render, run
+
+ROGUE_ROUTE = '''\
+"""A route that ignores the shared client: the anti-pattern the seed warns about."""
+
+import httpx
+from fastapi import APIRouter
+
+router = APIRouter()
+
+
+@router.get("/rogue")
+async def rogue() -> dict[str, int]:
+    async with httpx.AsyncClient() as client:
+        response = await client.get("http://users-api:8000/users/1")
+    return {"status": response.status_code}
+'''
+
+SYNC_ROGUE = '''\
+"""Same anti-pattern, sync client, imported by name."""
+
+from httpx import Client
+
+
+def fetch() -> int:
+    with Client() as client:
+        return client.get("http://users-api:8000/users/1").status_code
+'''
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    project = render(tmp_path_factory.mktemp("rule") / "service")
+    run(["make", "install"], cwd=project)
+    run(["make", "lint"], cwd=project)  # clean before the rogue file arrives
+    return project
+
+
+@pytest.mark.parametrize(
+    ("source", "banned"), [(ROGUE_ROUTE, "httpx.AsyncClient"), (SYNC_ROGUE, "httpx.Client")]
+)
+def test_own_client_fails_lint(project: Path, source: str, banned: str) -> None:
+    rogue = project / "src/my_service/rogue.py"
+    rogue.write_text(source)
+    try:
+        result = subprocess.run(
+            ["make", "lint"], cwd=project, capture_output=True, text=True, check=False
+        )
+    finally:
+        rogue.unlink()
+    assert result.returncode != 0
+    assert "TID251" in result.stdout
+    assert f"`{banned}` is banned" in result.stdout
+    assert "Depends(get_http_client)" in result.stdout
+    assert "rogue.py" in result.stdout
+
+
+def test_client_module_is_the_one_exception(project: Path) -> None:
+    source = (project / "src/my_service/http_client.py").read_text()
+    assert "httpx.AsyncClient(" in source
+    run(["make", "lint"], cwd=project)

@@ -1,0 +1,96 @@
+"""Render the template with the default answers and with each question flipped, then run each
+render's own workflow: no Jinja left, ruff, ruff format, mypy --strict and its pytest suite."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import render, run
+
+# One render per answer that changes what is rendered; each flips one question from its default.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "named": {
+        "service_name": "orders-api",
+        "description": 'Orders: "quoted" & <escaped> text',
+        "owner": "team-orders@example.com",
+        "http_port": "9000",
+    },
+    "package-name": {"package_name": "orders_core"},
+    "no-example-client": {"include_example_client": False},
+    "no-metrics": {"include_metrics": False},
+    "no-otlp": {"include_otlp_exporter": False},
+    "gitlab": {"ci_provider": "gitlab"},
+    "no-ci": {"ci_provider": "none"},
+}
+
+# The openings of a Jinja expression, statement or comment; `{}}` in Python or YAML is not one.
+JINJA_LEFTOVER = re.compile(r"\{\{-?\s*[A-Za-z_]|\{%-?\s|\s-?%\}|\{#-?\s")
+
+
+def _leftover_jinja(project: Path) -> list[str]:
+    found = []
+    for path in project.rglob("*"):
+        if ".git" in path.parts or ".venv" in path.parts or not path.is_file():
+            continue
+        if path.suffix == ".jinja" or JINJA_LEFTOVER.search(path.name):
+            found.append(f"{path}: template file name")
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if JINJA_LEFTOVER.search(line):
+                found.append(f"{path.relative_to(project)}:{number}: {line.strip()}")
+    return found
+
+
+@pytest.mark.render
+@pytest.mark.parametrize("answers", VARIANTS.values(), ids=VARIANTS.keys())
+def test_render_passes_its_own_checks(tmp_path: Path, answers: dict[str, Any]) -> None:
+    project = render(tmp_path / "service", answers)
+    assert _leftover_jinja(project) == []
+    run(["make", "install"], cwd=project)
+    run(["make", "lint"], cwd=project)
+    run(["make", "typecheck"], cwd=project)
+    result = run(["make", "test"], cwd=project)
+    assert re.search(r"\d+ passed", result.stdout), result.stdout
+    assert " skipped" not in result.stdout.splitlines()[-1], result.stdout
+
+
+def test_answers_change_what_is_rendered(tmp_path: Path) -> None:
+    full = render(tmp_path / "full")
+    bare = render(
+        tmp_path / "bare",
+        {
+            "include_example_client": False,
+            "include_metrics": False,
+            "include_otlp_exporter": False,
+            "ci_provider": "none",
+        },
+    )
+    assert (full / "src/my_service/users.py").exists()
+    assert not (bare / "src/my_service/users.py").exists()
+    assert (full / "src/my_service/metrics.py").exists()
+    assert not (bare / "src/my_service/metrics.py").exists()
+    assert "prometheus-client" not in (bare / "pyproject.toml").read_text()
+    assert "otlp" not in (bare / "pyproject.toml").read_text()
+    assert "otlp" not in (bare / "src/my_service/tracing.py").read_text().lower()
+    assert (full / ".github/workflows/ci.yml").exists()
+    assert not (bare / ".github").exists()
+    assert not (bare / ".gitlab-ci.yml").exists()
+    answers = (full / ".copier-answers.yml").read_text()
+    assert "_commit:" in answers
+    assert "service_name: my-service" in answers
+
+
+def test_named_answers_reach_the_render(tmp_path: Path) -> None:
+    project = render(tmp_path / "svc", VARIANTS["named"])
+    assert (project / "src/orders_api/__init__.py").exists()
+    settings = (project / "src/orders_api/settings.py").read_text()
+    assert 'env_prefix="ORDERS_API_"' in settings
+    assert 'SERVICE_NAME = "orders-api"' in settings
+    assert "Field(9000," in settings
+    assert "EXPOSE 9000" in (project / "Dockerfile").read_text()
+    assert 'name = "orders-api"' in (project / "pyproject.toml").read_text()
