@@ -6,12 +6,14 @@ Typed clients raise these instead of leaking httpx exceptions into routes; the h
 
 from __future__ import annotations
 
+import math
 from http import HTTPStatus
 
 from fastapi import Request
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from .breaker import CircuitOpenError
 from .problems import problem_response
 
 
@@ -39,6 +41,25 @@ class DownstreamTimeout(DownstreamError):
 
     status = 504
     title = "Gateway Timeout"
+
+
+class DownstreamUnavailable(DownstreamError):
+    """The call was not made: the host's circuit is open, or our connection pool is exhausted."""
+
+    status = 503
+    title = "Service Unavailable"
+
+
+async def circuit_open_handler(_: Request, exc: Exception) -> Response:
+    """Answer ``CircuitOpenError`` with 503 and a ``Retry-After`` of the time left open."""
+    assert isinstance(exc, CircuitOpenError)  # noqa: S101 - registered for this class only
+    retry_after = max(1, math.ceil(exc.retry_after))
+    return problem_response(
+        503,
+        "Service Unavailable",
+        f"Downstream {exc.host} is failing; calls to it are paused.",
+        headers={"Retry-After": str(retry_after)},
+    )
 
 
 async def downstream_error_handler(_: Request, exc: Exception) -> Response:

@@ -1,12 +1,15 @@
 """The outbound chain of the shared client, in one place.
 
-Every request sent through the shared client passes ``OutboundTransport.handle_async_request``,
-which, around the pooled base transport:
+Every request sent through the shared client passes ``OutboundTransport.handle_async_request``.
+Per call it resolves the host's policy and deadline, then for each attempt:
 
-1. opens a CLIENT span and injects ``traceparent``/``tracestate`` (W3C Trace Context);
-2. sends the request;
-3. writes one log line (method, redacted URL, status, duration_ms, downstream host) and reports
-   the attempt to the metrics observer.
+1. asks the host's circuit breaker (an open circuit raises ``CircuitOpenError``: nothing is sent,
+   nothing is retried);
+2. opens a CLIENT span and injects ``traceparent``/``tracestate`` (W3C Trace Context);
+3. sends through the pooled base transport, with timeouts clipped to the time left;
+4. classifies the outcome, records it in the breaker, writes one log line and reports metrics;
+5. lets stamina decide on another attempt, through ``retry`` (method safety, Retry-After,
+   deadline, the host's retry budget).
 
 Cross-cutting behaviour lives here rather than in httpx event hooks or in each caller, so a
 caller cannot forget it and a reader finds the whole chain in one module.
@@ -14,18 +17,33 @@ caller cannot forget it and a reader finds the whole chain in one module.
 
 from __future__ import annotations
 
+import random
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import httpx
+import stamina
 import structlog
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from .breaker import BreakerPolicy, BreakerState, CircuitBreaker, Permit
 from .redact import redact_url
+from .retry import (
+    RETRY_EXTENSION,
+    RetryBudget,
+    RetryPolicy,
+    full_jitter_backoff,
+    parse_retry_after,
+    retry_reason,
+)
 from .telemetry import Observer
 
 log = structlog.get_logger("outbound")
+_TIMEOUT_PHASES = ("connect", "read", "write", "pool")
 _propagator = TraceContextTextMapPropagator()
 
 
@@ -35,33 +53,210 @@ def downstream_host(url: httpx.URL) -> str:
     return f"{url.host}:{port}"
 
 
-class OutboundTransport(httpx.AsyncBaseTransport):
-    """Wraps the base transport with tracing, logging and metrics for each outbound call."""
+class DeadlineExceeded(httpx.TimeoutException):
+    """The call's total deadline passed before another attempt could start."""
+
+
+@dataclass(slots=True)
+class Downstream:
+    """Per-host resilience state: its policies, retry budget and circuit breaker."""
+
+    retry: RetryPolicy
+    budget: RetryBudget
+    breaker: CircuitBreaker
+
+
+class Downstreams:
+    """The per-host state of one client, created on first use of each host."""
 
     def __init__(
-        self, inner: httpx.AsyncBaseTransport, *, tracer: trace.Tracer, observer: Observer
+        self,
+        retry_for: Callable[[str], RetryPolicy],
+        breaker_for: Callable[[str], BreakerPolicy],
+        *,
+        observer: Observer,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._retry_for = retry_for
+        self._breaker_for = breaker_for
+        self._observer = observer
+        self._clock = clock
+        self._hosts: dict[str, Downstream] = {}
+
+    def get(self, host: str) -> Downstream:
+        """The state of ``host``, created with its (possibly overridden) policies."""
+        found = self._hosts.get(host)
+        if found is None:
+            retry = self._retry_for(host)
+            found = Downstream(
+                retry=retry,
+                budget=RetryBudget(ratio=retry.budget_ratio, burst=retry.budget_burst),
+                breaker=CircuitBreaker(
+                    host,
+                    self._breaker_for(host),
+                    clock=self._clock,
+                    on_transition=self._on_transition,
+                ),
+            )
+            self._hosts[host] = found
+            self._observer.breaker_state(host, BreakerState.CLOSED.value)
+        return found
+
+    def snapshot(self) -> dict[str, dict[str, object]]:
+        """Breaker state of every host seen so far, for /readyz."""
+        return {host: state.breaker.snapshot() for host, state in self._hosts.items()}
+
+    def _on_transition(self, host: str, old: BreakerState, new: BreakerState) -> None:
+        log.warning("breaker.transition", host=host, old=old.value, new=new.value)
+        self._observer.breaker_state(host, new.value)
+        self._observer.breaker_transition(host, old.value, new.value)
+
+
+class _Retryable(Exception):
+    """An attempt's outcome that ``retry`` allows to retry; carries what to return or raise
+    if no retry follows."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        response: httpx.Response | None = None,
+        error: httpx.HTTPError | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.response = response
+        self.error = error
+        self.retry_after = retry_after
+
+
+class OutboundTransport(httpx.AsyncBaseTransport):
+    """Wraps the base transport with breaker, retries, tracing, logging and metrics."""
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        *,
+        downstreams: Downstreams,
+        tracer: trace.Tracer,
+        observer: Observer,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         self._inner = inner
+        self._downstreams = downstreams
         self._tracer = tracer
         self._observer = observer
+        self._clock = clock
+        self._rng = rng
 
     @property
     def inner(self) -> httpx.AsyncBaseTransport:
         """The transport that does the network I/O."""
         return self._inner
 
+    @property
+    def downstreams(self) -> Downstreams:
+        """Per-host breakers and budgets."""
+        return self._downstreams
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         host = downstream_host(request.url)
+        downstream = self._downstreams.get(host)
+        policy = downstream.retry
+        downstream.budget.deposit()
+        deadline = self._clock() + policy.deadline
+        no_retry = request.extensions.get(RETRY_EXTENSION) is False
+        max_attempts = 1 if no_retry else policy.max_attempts
+        timeouts: dict[str, float | None] = dict(request.extensions.get("timeout") or {})
+        attempts = 0
+
+        def next_wait(exc: Exception) -> bool | float:
+            """stamina's backoff hook: False to stop, or the seconds to wait before retrying."""
+            if not isinstance(exc, _Retryable) or attempts >= max_attempts:
+                return False
+            if exc.retry_after is not None:
+                wait, source = exc.retry_after, "retry-after"
+                if wait > policy.retry_after_cap:
+                    return self._give_up(host, exc.reason, "retry_after_over_cap", wait)
+            else:
+                wait, source = full_jitter_backoff(attempts, policy, self._rng), "backoff"
+            if self._clock() + wait >= deadline:
+                return self._give_up(host, exc.reason, "deadline", wait)
+            if downstream.breaker.state is BreakerState.OPEN:
+                # This failure opened the circuit: waiting to be refused helps nobody.
+                return self._give_up(host, exc.reason, "circuit_open", wait)
+            if not downstream.budget.try_spend():
+                self._observer.retry_budget_exhausted(host)
+                return self._give_up(host, exc.reason, "budget_exhausted", wait)
+            self._observer.retry(host, exc.reason)
+            log.info(
+                "outbound.retry",
+                host=host,
+                method=request.method,
+                reason=exc.reason,
+                attempt=attempts,
+                wait_s=round(wait, 3),
+                wait_source=source,
+            )
+            return float(wait)
+
+        try:
+            async for attempt in stamina.retry_context(
+                on=next_wait, attempts=max_attempts, timeout=None
+            ):
+                with attempt:
+                    attempts += 1
+                    return await self._attempt(
+                        request, host, downstream, attempts, deadline, timeouts
+                    )
+        except _Retryable as final:
+            if final.response is not None:
+                return final.response
+            if final.error is not None:
+                raise final.error from None
+            raise
+
+        raise AssertionError("unreachable: stamina yields at least one attempt")  # pragma: no cover
+
+    def _give_up(self, host: str, reason: str, why: str, wait: float) -> bool:
+        log.info("outbound.retry_skipped", host=host, reason=reason, why=why, wait_s=round(wait, 3))
+        return False
+
+    async def _attempt(
+        self,
+        request: httpx.Request,
+        host: str,
+        downstream: Downstream,
+        attempt: int,
+        deadline: float,
+        timeouts: dict[str, float | None],
+    ) -> httpx.Response:
+        permit = downstream.breaker.acquire()
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            downstream.breaker.release(permit)
+            raise DeadlineExceeded("deadline exceeded before the attempt", request=request)
+        # Clip every phase's timeout to the time left, so the deadline bounds the call.
+        request.extensions["timeout"] = {
+            phase: remaining if limit is None else min(limit, remaining)
+            for phase, limit in (timeouts or dict.fromkeys(_TIMEOUT_PHASES)).items()
+        }
         method = request.method
+        url = redact_url(request.url)
+        attributes: dict[str, Any] = {
+            "http.request.method": method,
+            "server.address": request.url.host,
+            "server.port": request.url.port or 0,
+            "url.full": url,
+        }
+        if attempt > 1:
+            attributes["http.request.resend_count"] = attempt - 1
         with self._tracer.start_as_current_span(
-            f"{method}",
+            method,
             kind=SpanKind.CLIENT,
-            attributes={
-                "http.request.method": method,
-                "server.address": request.url.host,
-                "server.port": request.url.port or 0,
-                "url.full": redact_url(request.url),
-            },
+            attributes=attributes,
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
@@ -70,22 +265,16 @@ class OutboundTransport(httpx.AsyncBaseTransport):
             started = time.perf_counter()
             try:
                 response = await self._inner.handle_async_request(request)
-            except httpx.HTTPError as exc:
-                duration = time.perf_counter() - started
-                outcome = type(exc).__name__
-                span.set_status(Status(StatusCode.ERROR, outcome))
-                self._observer.outbound(host, method, outcome, duration)
-                log.warning(
-                    "outbound.error",
-                    method=method,
-                    url=redact_url(request.url),
-                    host=host,
-                    error=outcome,
-                    duration_ms=round(duration * 1000, 2),
-                )
+            except httpx.TransportError as exc:
+                self._failed(request, host, downstream, permit, exc, span, started, attempt, url)
+            except BaseException:
+                downstream.breaker.release(permit)  # cancelled: no outcome to record
                 raise
             duration = time.perf_counter() - started
             status = response.status_code
+            downstream.breaker.record(
+                permit, failure=downstream.breaker.policy.counts_as_failure(status)
+            )
             span.set_attribute("http.response.status_code", status)
             if status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
@@ -93,12 +282,64 @@ class OutboundTransport(httpx.AsyncBaseTransport):
             log.info(
                 "outbound.response",
                 method=method,
-                url=redact_url(request.url),
+                url=url,
                 host=host,
                 status=status,
                 duration_ms=round(duration * 1000, 2),
+                attempt=attempt,
             )
-            return response
+            reason = retry_reason(downstream.retry, request, response=response)
+            if reason is None:
+                return response
+            # Read and release the connection now: this answer is either retried or returned.
+            await response.aread()
+            await response.aclose()
+            raise _Retryable(
+                reason,
+                response=response,
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+            )
+
+    def _failed(
+        self,
+        request: httpx.Request,
+        host: str,
+        downstream: Downstream,
+        permit: Permit,
+        exc: httpx.TransportError,
+        span: trace.Span,
+        started: float,
+        attempt: int,
+        url: str,
+    ) -> NoReturn:
+        """Record, log and classify a transport error; raise it, or ``_Retryable``."""
+        duration = time.perf_counter() - started
+        outcome = type(exc).__name__
+        if isinstance(exc, httpx.PoolTimeout):
+            downstream.breaker.release(permit)  # our pool, not the downstream, is exhausted
+        else:
+            downstream.breaker.record(permit, failure=True)
+        span.set_status(Status(StatusCode.ERROR, outcome))
+        self._observer.outbound(host, request.method, outcome, duration)
+        log.warning(
+            "outbound.error",
+            method=request.method,
+            url=url,
+            host=host,
+            error=outcome,
+            duration_ms=round(duration * 1000, 2),
+            attempt=attempt,
+        )
+        if isinstance(exc, httpx.PoolTimeout):
+            raise httpx.PoolTimeout(
+                f"No connection to {host} became free within the pool timeout: all "
+                "max_connections are busy. Raise HTTP__MAX_CONNECTIONS or lower concurrency.",
+                request=request,
+            ) from exc
+        reason = retry_reason(downstream.retry, request, error=exc)
+        if reason is None:
+            raise exc
+        raise _Retryable(reason, error=exc) from exc
 
     async def aclose(self) -> None:
         await self._inner.aclose()
