@@ -29,7 +29,14 @@ bootstrap: $(VENV)/.bootstrapped  ## Create .venv with uv, copier and pytest
 demo: bootstrap  ## Render a service, run it against a stub downstream, show correlated logs
 	$(BIN)/python -m tests.demo
 
-test: bootstrap  ## Run the template tests (renders every variant and runs its workflow)
+# The e2e tests need a Docker engine and a base image that no registry has to serve:
+# tests/docker/engine.sh provides both. In CI (CI=true or E2E_REQUIRED=1) its failure fails the
+# run; elsewhere the e2e tests then skip, saying why.
+test: bootstrap  ## Run the template tests (renders every variant, runs its workflow and e2e suite)
+	@if env_out="$$(bash tests/docker/engine.sh)"; then eval "$$env_out"; \
+	elif [ "$${CI:-}" = "true" ] || [ "$${E2E_REQUIRED:-}" = "1" ]; then \
+	  echo "Docker engine setup failed, and the e2e tests are required here" >&2; exit 1; \
+	else echo "No Docker engine: the e2e tests will be skipped" >&2; fi; \
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: bootstrap  ## Lint the template repository's own Python (tests, hooks)

@@ -55,8 +55,9 @@ def test_render_passes_its_own_checks(tmp_path: Path, answers: dict[str, Any]) -
     run(["make", "lint"], cwd=project)
     run(["make", "typecheck"], cwd=project)
     result = run(["make", "test"], cwd=project)
-    assert re.search(r"\d+ passed", result.stdout), result.stdout
-    assert " skipped" not in result.stdout.splitlines()[-1], result.stdout
+    summary = re.findall(r"^=+ (.+) in [0-9.]+s", result.stdout, re.MULTILINE)[-1]
+    assert re.match(r"\d+ passed", summary), summary
+    assert "skipped" not in summary and "failed" not in summary, summary
 
 
 def test_answers_change_what_is_rendered(tmp_path: Path) -> None:
