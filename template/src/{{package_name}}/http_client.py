@@ -57,6 +57,7 @@ def build_http_client(
             ),
             tracer=tracer or trace.get_tracer(__name__),
             observer=observer,
+            max_response_bytes=http.max_response_bytes,
             clock=clock,
         ),
     )

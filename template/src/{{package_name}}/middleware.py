@@ -15,15 +15,14 @@ import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import propagation
 from .problems import PROBLEM_JSON, problem_body
 from .redact import redact_query
 from .telemetry import Observer
 
 log = structlog.get_logger("request")
-_propagator = TraceContextTextMapPropagator()
 
 REQUEST_ID_HEADER = "x-request-id"
 # An inbound request id is kept only when it is short and plain, so it cannot forge log lines.
@@ -37,35 +36,70 @@ def accept_request_id(value: str | None) -> str:
     return uuid.uuid4().hex
 
 
-def trace_carrier(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    """The W3C headers of a request, for the propagator.
+def trace_headers(headers: list[tuple[bytes, bytes]]) -> tuple[list[str], list[str]]:
+    """Every ``traceparent`` and ``tracestate`` value of a request, in order.
 
-    A ``traceparent`` sent more than once is ambiguous; W3C Trace Context says to start a new
-    trace then, so neither copy is passed on (and ``tracestate`` goes with it).
+    Duplicates are kept: ``propagation`` treats a repeated traceparent as invalid and joins
+    repeated tracestate headers into one list, as W3C Trace Context says.
     """
-    carrier: dict[str, str] = {}
-    parents = 0
+    parents: list[str] = []
+    states: list[str] = []
     for name, value in headers:
         if name == b"traceparent":
-            parents += 1
-            carrier["traceparent"] = value.decode("latin-1")
+            parents.append(value.decode("latin-1"))
         elif name == b"tracestate":
-            previous = carrier.get("tracestate")
-            text = value.decode("latin-1")
-            # Several tracestate headers are one list, joined with commas (RFC 9110 5.3).
-            carrier["tracestate"] = f"{previous},{text}" if previous else text
-    if parents != 1:
-        return {}
-    return carrier
+            states.append(value.decode("latin-1"))
+    return parents, states
 
 
 class RequestMiddleware:
     """Wraps every HTTP request of the app."""
 
-    def __init__(self, app: ASGIApp, *, tracer: trace.Tracer, observer: Observer) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        tracer: trace.Tracer,
+        observer: Observer,
+        max_header_bytes: int = 16 * 1024,
+        max_body_bytes: int = 1024 * 1024,
+    ) -> None:
         self.app = app
         self.tracer = tracer
         self.observer = observer
+        self.max_header_bytes = max_header_bytes
+        self.max_body_bytes = max_body_bytes
+
+    def _refusal(self, headers: list[tuple[bytes, bytes]]) -> tuple[int, str, str] | None:
+        """Status, title and detail for a request refused before the app sees it."""
+        size = 0
+        declared: bytes | None = None
+        for name, value in headers:
+            size += len(name) + len(value)
+            if name == b"content-length":
+                declared = value
+        if size > self.max_header_bytes:
+            detail = f"Request headers exceed {self.max_header_bytes} bytes."
+            return 431, "Request Header Fields Too Large", detail
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+            detail = f"Request bodies are limited to {self.max_body_bytes} bytes."
+            return 413, "Content Too Large", detail
+        return None
+
+    def _bounded(self, receive: Receive) -> Receive:
+        """``receive`` that stops a body without Content-Length at the size limit."""
+        received = 0
+
+        async def bounded_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        return bounded_receive
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,7 +112,7 @@ class RequestMiddleware:
             raw_request_id.decode("latin-1") if raw_request_id is not None else None
         )
         method: str = scope["method"]
-        parent = _propagator.extract(trace_carrier(headers))
+        parent = propagation.extract(*trace_headers(headers))
         span = self.tracer.start_span(method, context=parent, kind=SpanKind.SERVER)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -100,12 +134,22 @@ class RequestMiddleware:
 
         error: BaseException | None = None
         try:
-            await self.app(scope, receive, send_wrapper)
+            refusal = self._refusal(headers)
+            if refusal is not None:
+                await _send_problem(send_wrapper, *refusal)
+            else:
+                await self.app(scope, self._bounded(receive), send_wrapper)
+        except _BodyTooLarge:
+            if not response_started:
+                detail = f"Request bodies are limited to {self.max_body_bytes} bytes."
+                await _send_problem(send_wrapper, 413, "Content Too Large", detail)
         except Exception as exc:
             error = exc
             status = 500
             if not response_started:
-                await _send_internal_error(send, request_id)
+                await _send_problem(
+                    send, 500, "Internal Server Error", f"Request {request_id} failed.", request_id
+                )
         finally:
             duration = time.perf_counter() - started
             route = _route_template(scope)
@@ -140,17 +184,20 @@ def _route_template(scope: Scope) -> str:
     return path if isinstance(path, str) else "<unmatched>"
 
 
-async def _send_internal_error(send: Send, request_id: str) -> None:
-    body = problem_body(500, "Internal Server Error", f"Request {request_id} failed.")
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 500,
-            "headers": [
-                (b"content-type", PROBLEM_JSON.encode()),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-request-id", request_id.encode()),
-            ],
-        }
-    )
+class _BodyTooLarge(Exception):
+    """The request body grew past ``max_body_bytes`` while the app read it."""
+
+
+async def _send_problem(
+    send: Send, status: int, title: str, detail: str, request_id: str | None = None
+) -> None:
+    """A problem+json answer straight from the middleware (the app never ran, or failed)."""
+    body = problem_body(status, title, detail)
+    headers = [
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if request_id is not None:  # the send wrapper adds it otherwise
+        headers.append((b"x-request-id", request_id.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -55,6 +55,49 @@ def downstream_host(url: httpx.URL) -> str:
 
 class DeadlineExceeded(httpx.TimeoutException):
     """The call's total deadline passed before another attempt could start."""
+
+
+class ResponseTooLarge(httpx.RemoteProtocolError):
+    """The downstream's response body is larger than ``http.max_response_bytes``; the rest was
+    not read, and the connection was dropped."""
+
+
+class _BoundedBody(httpx.AsyncByteStream):
+    """A response body that stops at a size limit and at the call's deadline.
+
+    httpx's read timeout bounds each read, not the whole body: a downstream that drips one byte
+    every few seconds, or streams without end, would hold the caller forever.
+    """
+
+    def __init__(
+        self,
+        inner: httpx.AsyncByteStream,
+        request: httpx.Request,
+        *,
+        limit: int,
+        deadline: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._inner = inner
+        self._request = request
+        self._limit = limit
+        self._deadline = deadline
+        self._clock = clock
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        received = 0
+        async for chunk in self._inner:
+            received += len(chunk)
+            if received > self._limit:
+                msg = f"response body exceeds {self._limit} bytes"
+                raise ResponseTooLarge(msg, request=self._request)
+            if self._clock() > self._deadline:
+                msg = "the call's deadline passed while reading the response body"
+                raise httpx.ReadTimeout(msg, request=self._request)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 @dataclass(slots=True)
@@ -141,10 +184,12 @@ class OutboundTransport(httpx.AsyncBaseTransport):
         downstreams: Downstreams,
         tracer: trace.Tracer,
         observer: Observer,
+        max_response_bytes: int = 10 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
     ) -> None:
         self._inner = inner
+        self._max_response_bytes = max_response_bytes
         self._downstreams = downstreams
         self._tracer = tracer
         self._observer = observer
@@ -272,6 +317,35 @@ class OutboundTransport(httpx.AsyncBaseTransport):
                 raise
             duration = time.perf_counter() - started
             status = response.status_code
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self._max_response_bytes:
+                await response.aclose()
+                downstream.breaker.record(permit, failure=True)
+                msg = f"declared response body of {declared} bytes exceeds the limit"
+                self._failed(
+                    request,
+                    host,
+                    downstream,
+                    None,
+                    ResponseTooLarge(msg, request=request),
+                    span,
+                    started,
+                    attempt,
+                    url,
+                )
+            assert isinstance(response.stream, httpx.AsyncByteStream)  # noqa: S101 - async transport
+            # The body gets until the deadline, and at least one read timeout after the headers.
+            read_timeout = timeouts.get("read")
+            body_deadline = (
+                deadline if read_timeout is None else max(deadline, self._clock() + read_timeout)
+            )
+            response.stream = _BoundedBody(
+                response.stream,
+                request,
+                limit=self._max_response_bytes,
+                deadline=body_deadline,
+                clock=self._clock,
+            )
             downstream.breaker.record(
                 permit, failure=downstream.breaker.policy.counts_as_failure(status)
             )
@@ -305,7 +379,7 @@ class OutboundTransport(httpx.AsyncBaseTransport):
         request: httpx.Request,
         host: str,
         downstream: Downstream,
-        permit: Permit,
+        permit: Permit | None,
         exc: httpx.TransportError,
         span: trace.Span,
         started: float,
@@ -315,7 +389,9 @@ class OutboundTransport(httpx.AsyncBaseTransport):
         """Record, log and classify a transport error; raise it, or ``_Retryable``."""
         duration = time.perf_counter() - started
         outcome = type(exc).__name__
-        if isinstance(exc, httpx.PoolTimeout):
+        if permit is None:
+            pass  # already recorded by the caller
+        elif isinstance(exc, httpx.PoolTimeout):
             downstream.breaker.release(permit)  # our pool, not the downstream, is exhausted
         else:
             downstream.breaker.record(permit, failure=True)
@@ -336,7 +412,11 @@ class OutboundTransport(httpx.AsyncBaseTransport):
                 "max_connections are busy. Raise HTTP__MAX_CONNECTIONS or lower concurrency.",
                 request=request,
             ) from exc
-        reason = retry_reason(downstream.retry, request, error=exc)
+        reason = (
+            None
+            if isinstance(exc, ResponseTooLarge)
+            else retry_reason(downstream.retry, request, error=exc)
+        )
         if reason is None:
             raise exc
         raise _Retryable(reason, error=exc) from exc
