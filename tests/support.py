@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -92,12 +94,28 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
+def _wait_for_bind(process: subprocess.Popen[bytes], log_path: Path, timeout: float = 15) -> None:
+    """Fail unless ``process`` itself serves: a free port can be taken by another program
+    between ``free_port()`` and the bind, and /readyz would then answer for that program."""
+    deadline = time.monotonic() + timeout
+    while "Uvicorn running on" not in log_path.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the service did not start:\n{log_path.read_text()}")
+        time.sleep(0.05)
+
+
 @dataclass
 class RunningService:
+    """A rendered service running as a process, and where its downstream and logs are."""
+
     base_url: str
     stub_url: str
     log_path: Path
     process: subprocess.Popen[bytes]
+
+    def open_fds(self) -> int:
+        """How many file descriptors the service process holds open (Linux)."""
+        return len(os.listdir(f"/proc/{self.process.pid}/fd"))
 
     def log_lines(self) -> list[dict[str, Any]]:
         import json
@@ -111,21 +129,36 @@ class RunningService:
 
 @contextlib.contextmanager
 def serve(
-    project: Path, package: str, env: Mapping[str, str] | None = None
+    project: Path,
+    package: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    downstream_url: str | None = None,
 ) -> Iterator[RunningService]:
-    """Start the stub downstream and the rendered service (uvicorn, JSON logs) on loopback."""
-    stub_port, port = free_port(), free_port()
-    stub = subprocess.Popen(
-        [sys.executable, str(project / "tests/e2e/stub_downstream.py"), "--port", str(stub_port)],
-        stdout=subprocess.DEVNULL,
-    )
+    """Start the rendered service (uvicorn, JSON logs) on loopback, in front of
+    ``downstream_url``, or of the stub downstream the render ships when none is given."""
+    port = free_port()
+    stub = None
+    if downstream_url is None:
+        stub_port = free_port()
+        stub = subprocess.Popen(
+            [
+                sys.executable,
+                str(project / "tests/e2e/stub_downstream.py"),
+                "--port",
+                str(stub_port),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        downstream_url = f"http://127.0.0.1:{stub_port}"
+        wait_http(f"{downstream_url}/_stub/calls")
     prefix = package.upper() + "_"
     service_env = {
         **os.environ,
         f"{prefix}HOST": "127.0.0.1",
         f"{prefix}PORT": str(port),
         f"{prefix}LOG_FORMAT": "json",
-        f"{prefix}USERS_SERVICE__BASE_URL": f"http://127.0.0.1:{stub_port}",
+        f"{prefix}USERS_SERVICE__BASE_URL": downstream_url,
         **(env or {}),
     }
     log_path = project / "service.log"
@@ -137,17 +170,179 @@ def serve(
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
+    processes = [service] if stub is None else [service, stub]
     try:
-        wait_http(f"http://127.0.0.1:{stub_port}/_stub/calls")
         wait_http(f"http://127.0.0.1:{port}/readyz")
-        yield RunningService(
-            f"http://127.0.0.1:{port}", f"http://127.0.0.1:{stub_port}", log_path, service
-        )
+        _wait_for_bind(service, log_path)
+        yield RunningService(f"http://127.0.0.1:{port}", downstream_url, log_path, service)
     finally:
-        for proc in (service, stub):
-            proc.terminate()
-        for proc in (service, stub):
+        for proc in processes:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in processes:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+# Template versions and updates (tests/test_update.py). Template versions are built and tagged in
+# temporary git repositories, never in this one: the tests must not depend on tags here.
+
+# Commits and tags in temporary repositories need an identity and no signing, whatever the
+# machine's git configuration says.
+_GIT_TEST_CONFIG = [
+    "-c",
+    "user.name=Template Tests",
+    "-c",
+    "user.email=template-tests@example.invalid",
+    "-c",
+    "commit.gpgsign=false",
+    "-c",
+    "tag.gpgsign=false",
+]
+CONFLICT_MARKER = re.compile(r"^(<{7}|={7}|>{7})( |$)", re.MULTILINE)
+# A released version is a `## <PEP 440 version>` heading in CHANGELOG.md, newest first.
+_CHANGELOG_HEADING = re.compile(r"^## (\S+)(?: - \d{4}-\d{2}-\d{2})?\s*$", re.MULTILINE)
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git in ``cwd`` and return its stdout."""
+    return run(["git", *_GIT_TEST_CONFIG, *args], cwd=cwd).stdout
+
+
+def working_tree_files(root: Path = REPO_ROOT) -> list[str]:
+    """The files a commit of ``root`` would hold now: tracked and untracked, less what .gitignore
+    ignores and what was deleted."""
+    listed = git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    return sorted({path for path in listed.split("\0") if path and (root / path).is_file()})
+
+
+def copy_working_tree(dst: Path, root: Path = REPO_ROOT) -> Path:
+    """Copy this repository's working tree (uncommitted edits included) into ``dst``."""
+    for relative in working_tree_files(root):
+        target = dst / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / relative, target)
+    return dst
+
+
+def clear_tree(repo: Path) -> None:
+    """Delete everything in ``repo`` but its ``.git``."""
+    for child in repo.iterdir():
+        if child.name == ".git":
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def commit_all(repo: Path, message: str, tag: str | None = None) -> str:
+    """Commit everything in ``repo`` (tag it if asked) and return the commit's hash."""
+    git(repo, "add", "--all")
+    git(repo, "commit", "--quiet", "--allow-empty", "--no-verify", "-m", message)
+    if tag is not None:
+        git(repo, "tag", tag)
+    return git(repo, "rev-parse", "HEAD").strip()
+
+
+def init_repo(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "--quiet", "--initial-branch=main")
+    return path
+
+
+def copy_project(
+    src: Path, dst: Path, vcs_ref: str, answers: Mapping[str, Any] | None = None
+) -> Path:
+    """Render ``src`` at ``vcs_ref`` into ``dst`` and commit it, as a service owner would."""
+    render(dst, answers, src=src, vcs_ref=vcs_ref)
+    commit_all(dst, f"Render the template at {vcs_ref}")
+    return dst
+
+
+def update_project(project: Path, vcs_ref: str | None = None) -> None:
+    """`copier update --trust --defaults --conflict inline`, to ``vcs_ref`` or the latest tag."""
+    copier.run_update(
+        str(project),
+        defaults=True,
+        overwrite=True,
+        unsafe=True,
+        conflict="inline",
+        vcs_ref=vcs_ref,
+        quiet=True,
+    )
+
+
+def project_files(project: Path) -> dict[str, bytes]:
+    """Every file of ``project`` but git's own and what a `make install` leaves, by path."""
+    skipped = {".git", ".venv", ".mypy_cache", ".ruff_cache", ".pytest_cache", "__pycache__"}
+    return {
+        path.relative_to(project).as_posix(): path.read_bytes()
+        for path in sorted(project.rglob("*"))
+        if path.is_file() and not skipped.intersection(path.relative_to(project).parts)
+    }
+
+
+def conflict_markers(project: Path) -> list[str]:
+    """``path:line: marker`` for every merge-conflict marker line in ``project``."""
+    found = []
+    for relative, content in project_files(project).items():
+        text = content.decode("utf-8", errors="replace")
+        for match in CONFLICT_MARKER.finditer(text):
+            number = text.count("\n", 0, match.start()) + 1
+            line = text[match.start() :].split("\n", 1)[0]
+            found.append(f"{relative}:{number}: {line}")
+    return found
+
+
+def rejected_hunks(project: Path) -> list[str]:
+    """``.rej`` files, which `--conflict inline` must never leave."""
+    return sorted(
+        path.relative_to(project).as_posix()
+        for path in project.rglob("*.rej")
+        if ".git" not in path.relative_to(project).parts
+    )
+
+
+def unmerged_paths(project: Path) -> list[str]:
+    return sorted(git(project, "diff", "--name-only", "--diff-filter=U").split())
+
+
+def released_versions(changelog: Path = REPO_ROOT / "CHANGELOG.md") -> list[str]:
+    """The released template versions, as CHANGELOG.md lists them (newest first)."""
+    from packaging.version import InvalidVersion, Version
+
+    versions = []
+    for heading in _CHANGELOG_HEADING.findall(changelog.read_text()):
+        try:
+            Version(heading)
+        except InvalidVersion:
+            continue  # "Unreleased"
+        versions.append(heading)
+    return versions
+
+
+def release_commit(version: str, repo: Path = REPO_ROOT) -> str | None:
+    """The commit that released ``version``: its tag if the tag exists here, else the oldest
+    commit whose CHANGELOG.md has the version's heading (the release procedure tags exactly that
+    commit). None when neither is in this repository's history yet."""
+    tagged = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"refs/tags/{version}^{{commit}}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if tagged.returncode == 0:
+        return tagged.stdout.strip()
+    return changelog_commit(version, repo)
+
+
+def changelog_commit(version: str, repo: Path = REPO_ROOT) -> str | None:
+    """The oldest commit whose CHANGELOG.md has the heading of ``version``, if any."""
+    heading = "^## " + re.escape(version) + "( |$)"
+    added = git(repo, "log", "--reverse", "--format=%H", "-G", heading, "--", "CHANGELOG.md")
+    commits = added.split()
+    return commits[0] if commits else None

@@ -48,7 +48,7 @@ def redact_query(query: str) -> str:
 def redact_url(url: httpx.URL) -> str:
     """Return ``url`` as a string without its password and with a redacted query."""
     if url.password:
-        url = url.copy_with(password=REDACTED)
+        url = url.copy_with(username=url.username, password=REDACTED)
     query = url.query.decode("ascii", "replace")
     redacted = redact_query(query)
     if redacted != query:
