@@ -30,6 +30,8 @@ def test_rendered_e2e_suite_passes(tmp_path: Path) -> None:
     if not os.environ.get("BASE_IMAGE") and not REQUIRED:
         pytest.skip("no Docker engine prepared (run through `make test`, which sets BASE_IMAGE)")
     project = render(tmp_path / "service")
+    # A local secret in the build context: test f checks that the image does not carry it.
+    (project / ".env").write_text("MY_SERVICE_LOG_LEVEL=INFO  # canary: must not reach the image\n")
     run(["make", "install"], cwd=project)
     result = run(["make", "test-e2e", "PYTEST_ARGS=-v"], cwd=project, env={"E2E_REQUIRED": "1"})
     for name in E2E_TESTS:
