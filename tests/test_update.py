@@ -1,0 +1,706 @@
+"""The update path, tested as hard as the copy path.
+
+Template versions are built from this working tree in temporary git repositories and tagged
+there; this repository's own tags are never needed.
+
+- ``OLD`` (0.0.1): a synthetic earlier version, the working tree with a few changes reversed: the
+  runbook at its old name ``RUNBOOK.md`` (so the 0.1.0 migration has work to do), another value
+  on one line of ``.env.example`` (the conflict scenario edits that line), the README without its
+  `make update` row, and an extra comment line at the top of ``main.py``, ``settings.py`` and
+  ``pyproject.toml`` (so that the template changes the files the customizations touch too).
+- a pre-release commit before ``OLD``, never tagged: services rendered before the first tag have
+  such a commit recorded.
+- ``NEW``: the working tree, tagged with the newest version CHANGELOG.md or a migration names.
+
+Scenarios, by the issue's letters: (a) untouched, (b) customized, (c) real conflict, (d) the
+migration, (e) lint, types and tests after each update, (f) a second update, (g) every released
+version to HEAD. Renders are shared within a scenario (module fixtures; an xdist group keeps a
+scenario's tests on one worker).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from packaging.version import Version
+
+from tests.support import (
+    REPO_ROOT,
+    changelog_commit,
+    clear_tree,
+    commit_all,
+    conflict_markers,
+    copy_project,
+    copy_working_tree,
+    git,
+    init_repo,
+    project_files,
+    rejected_hunks,
+    release_commit,
+    released_versions,
+    render,
+    run,
+    unmerged_paths,
+    update_project,
+)
+
+COPIER_CONFIG: dict[str, Any] = yaml.safe_load((REPO_ROOT / "copier.yml").read_text())
+MIGRATIONS: list[dict[str, Any]] = COPIER_CONFIG.get("_migrations", [])
+RELEASES = released_versions()
+OLD = "0.0.1"
+# The working tree is tagged as the newest version anything names, so every migration runs.
+NEW = str(max(Version(v) for v in [*RELEASES, *(m["version"] for m in MIGRATIONS)]))
+# The Copier the tests run (the bootstrapped one), for `make update` and the CI job's script.
+COPIER_BIN = str(Path(sys.executable).with_name("copier"))
+PACKAGE = "my_service"
+
+
+@dataclass(frozen=True)
+class TemplateVersions:
+    repo: Path
+    pre_release: str  # hash of the untagged commit before OLD
+
+
+@dataclass(frozen=True)
+class Updated:
+    """A service right after `copier update`, before anything else touched it."""
+
+    project: Path
+    status: str
+    unmerged: list[str]
+    markers: list[str]
+    rejects: list[str]
+
+
+# --- Building template versions -----------------------------------------------------------------
+
+
+def _replace(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, f"{path}: expected {old!r} once; update the synthetic version"
+    path.write_text(text.replace(old, new))
+
+
+def _resub(path: Path, pattern: str, replacement: str) -> None:
+    text, count = re.subn(pattern, replacement, path.read_text(), count=1, flags=re.MULTILINE)
+    assert count == 1, f"{path}: {pattern!r} not found; update the synthetic version or scenario"
+    path.write_text(text)
+
+
+def _prepend(path: Path, line: str) -> None:
+    path.write_text(line + "\n" + path.read_text())
+
+
+def make_synthetic_old(tree: Path) -> None:
+    """Turn a copy of the working tree into the synthetic earlier version ``OLD``."""
+    template = tree / "template"
+    # The runbook at its pre-0.1.0 name, owned by the team there too; no migration yet.
+    (template / "docs/runbook.md.jinja").rename(template / "RUNBOOK.md.jinja")
+    if not any((template / "docs").iterdir()):
+        (template / "docs").rmdir()
+    _replace(tree / "copier.yml", "  - docs/runbook.md\n", "  - RUNBOOK.md\n")
+    _resub(tree / "copier.yml", r"^_migrations:\n(?:(?:[ \t].*)?\n)*", "")
+    # One line the conflict scenario edits too.
+    _replace(template / ".env.example.jinja", "_LOG_LEVEL=INFO\n", "_LOG_LEVEL=DEBUG\n")
+    # Changes in the files the customized scenario edits, on other lines than its edits.
+    _resub(template / "README.md.jinja", r"^\| `make update` \|.*\n", "")
+    package = template / "src/{{package_name}}"
+    _prepend(package / "main.py.jinja", "# The application factory.")
+    _prepend(package / "settings.py.jinja", "# Settings: .env.example lists every one.")
+    _prepend(template / "pyproject.toml.jinja", "# The service's metadata, dependencies and tools.")
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One copy of the working tree, taken once, so that OLD and NEW differ only by the synthetic
+    changes even while someone edits the tree."""
+    return copy_working_tree(tmp_path_factory.mktemp("snapshot") / "tree")
+
+
+def _fill(repo: Path, snapshot: Path) -> Path:
+    clear_tree(repo)
+    shutil.copytree(snapshot, repo, dirs_exist_ok=True)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def versions(snapshot: Path, tmp_path_factory: pytest.TempPathFactory) -> TemplateVersions:
+    """A template repository: an untagged pre-release commit, OLD, and NEW (the working tree)."""
+    repo = init_repo(tmp_path_factory.mktemp("template") / "repo")
+    make_synthetic_old(_fill(repo, snapshot))
+    pre_release = commit_all(repo, "Pre-release snapshot, never tagged")
+    commit_all(repo, f"Release {OLD}", tag=OLD)
+    _fill(repo, snapshot)
+    commit_all(repo, f"Release {NEW}", tag=NEW)
+    return TemplateVersions(repo, pre_release)
+
+
+@pytest.fixture(scope="module")
+def fresh(versions: TemplateVersions, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh copy of NEW with the default answers: what an update must arrive at."""
+    return copy_project(versions.repo, tmp_path_factory.mktemp("fresh") / "svc", NEW)
+
+
+# --- Helpers ------------------------------------------------------------------------------------
+
+
+def _answers(project: Path) -> dict[str, Any]:
+    answers: dict[str, Any] = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    return answers
+
+
+def _update_and_record(project: Path, vcs_ref: str | None = None) -> Updated:
+    update_project(project, vcs_ref)
+    return Updated(
+        project,
+        git(project, "status", "--porcelain"),
+        unmerged_paths(project),
+        conflict_markers(project),
+        rejected_hunks(project),
+    )
+
+
+def _differences(actual: Path, expected: Path) -> list[str]:
+    """What differs between two projects' files: missing, extra, or different content."""
+    left, right = project_files(actual), project_files(expected)
+    found = [f"only in the updated project: {path}" for path in sorted(left.keys() - right)]
+    found += [f"only in the expected project: {path}" for path in sorted(right.keys() - left)]
+    found += [
+        f"differs: {path}"
+        for path in sorted(left.keys() & right)
+        if left[path] != right[path] and path != "uv.lock"
+    ]
+    return found
+
+
+# `make test PYTEST_ARGS=...` here passes its variables to every make below it (in MAKEFLAGS and
+# the environment); a render's make must not run with this repository's pytest arguments.
+RENDER_MAKE_ENV = {"MAKEFLAGS": "", "MFLAGS": "", "MAKELEVEL": "", "PYTEST_ARGS": ""}
+
+
+def _passes_its_own_checks(project: Path) -> str:
+    """Scenario (e): the render's own workflow, as CI runs it. Returns the test run's output."""
+    run(["make", "install"], cwd=project, env=RENDER_MAKE_ENV)
+    run(["make", "lint"], cwd=project, env=RENDER_MAKE_ENV)
+    run(["make", "typecheck"], cwd=project, env=RENDER_MAKE_ENV)
+    result = run(["make", "test"], cwd=project, env=RENDER_MAKE_ENV)
+    assert re.search(r"\d+ passed", result.stdout), result.stdout
+    assert " failed" not in result.stdout.splitlines()[-1], result.stdout
+    # `uv sync` writes a lock file; leave the tree as the update left it.
+    if "uv.lock" not in git(project, "ls-files", "uv.lock"):
+        (project / "uv.lock").unlink(missing_ok=True)
+    return result.stdout
+
+
+# --- (b) and (d): what a service owner changes after rendering ----------------------------------
+
+GREETINGS_MODULE = '''"""A route the service's owners added after rendering."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
+
+
+@router.get("/hello")
+async def hello() -> dict[str, str]:
+    return {"hello": "world"}
+'''
+
+GREETINGS_TEST = f'''"""The owners' tests of their own additions."""
+
+from fastapi.testclient import TestClient
+
+from {PACKAGE}.settings import Settings
+
+
+def test_the_added_route_answers(client: TestClient) -> None:
+    assert client.get("/hello").json() == {{"hello": "world"}}
+
+
+def test_the_changed_default_holds() -> None:
+    assert Settings.model_fields["graceful_shutdown_timeout"].default == 45
+'''
+
+README_EDIT = "Called by the checkout and billing services; see docs/runbook.md for on-call.\n\n"
+RUNBOOK_EDIT = "- Who is paged, and where: the orders on-call rotation, #orders-oncall"
+LOCAL_ENV = "# A developer's local settings: never committed, never overwritten.\nLOCAL_ONLY=1\n"
+
+
+def customize(project: Path, runbook: str) -> None:
+    """The customized scenario's edits: an added route, a changed settings default, an added
+    dependency, an edited README section, a filled-in runbook line and a local .env."""
+    package = project / "src" / PACKAGE
+    (package / "greetings.py").write_text(GREETINGS_MODULE)
+    (project / "tests/test_greetings.py").write_text(GREETINGS_TEST)
+    _replace(package / "main.py", "from . import health\n", "from . import greetings, health\n")
+    _replace(
+        package / "main.py",
+        "    app.include_router(health.router)\n",
+        "    app.include_router(health.router)\n    app.include_router(greetings.router)\n",
+    )
+    _resub(
+        package / "settings.py", r"(graceful_shutdown_timeout: int = Field\(\s*)20\b", r"\g<1>45"
+    )
+    _resub(project / "pyproject.toml", r'^(\s*"fastapi[^"\n]*",\n)', '\\g<1>    "anyio>=4",\n')
+    _replace(project / "README.md", "## Endpoints\n\n", "## Endpoints\n\n" + README_EDIT)
+    _replace(project / runbook, "- Who is paged, and where: _fill in_", RUNBOOK_EDIT)
+    (project / ".env").write_text(LOCAL_ENV)
+
+
+# --- (a) an untouched service -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def untouched(versions: TemplateVersions, tmp_path_factory: pytest.TempPathFactory) -> Updated:
+    project = copy_project(versions.repo, tmp_path_factory.mktemp("untouched") / "svc", OLD)
+    return _update_and_record(project)
+
+
+@pytest.mark.xdist_group("untouched")
+def test_a_untouched_service_updates_without_conflicts_to_a_fresh_copy(
+    untouched: Updated, fresh: Path
+) -> None:
+    assert untouched.unmerged == []
+    assert untouched.markers == []
+    assert untouched.rejects == []
+    assert _answers(untouched.project)["_commit"] == NEW
+    # Byte for byte what a fresh copy renders. (A `_skip_if_exists` file keeps the content it had,
+    # by design: a release that changes the runbook skeleton must exclude it here.)
+    assert _differences(untouched.project, fresh) == []
+
+
+@pytest.mark.xdist_group("untouched")
+def test_f_untouched_service_second_update_changes_nothing(untouched: Updated) -> None:
+    commit_all(untouched.project, "Update the template")
+    update_project(untouched.project)
+    assert git(untouched.project, "status", "--porcelain") == ""
+
+
+@pytest.mark.xdist_group("untouched")
+@pytest.mark.render
+def test_e_untouched_service_passes_lint_types_and_tests_after_the_update(
+    untouched: Updated,
+) -> None:
+    _passes_its_own_checks(untouched.project)
+
+
+# --- (b) a customized service and (d) the migration ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def customized(versions: TemplateVersions, tmp_path_factory: pytest.TempPathFactory) -> Updated:
+    project = copy_project(versions.repo, tmp_path_factory.mktemp("customized") / "svc", OLD)
+    customize(project, runbook="RUNBOOK.md")
+    commit_all(project, "Our own changes")
+    return _update_and_record(project)
+
+
+@pytest.fixture(scope="module")
+def fresh_customized(versions: TemplateVersions, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh copy of NEW with the same edits: what the customized update must arrive at."""
+    project = copy_project(versions.repo, tmp_path_factory.mktemp("expected") / "svc", NEW)
+    customize(project, runbook="docs/runbook.md")
+    return project
+
+
+@pytest.mark.xdist_group("customized")
+def test_b_customized_service_keeps_its_edits_without_conflicts(
+    customized: Updated, fresh_customized: Path
+) -> None:
+    project = customized.project
+    assert customized.unmerged == []
+    assert customized.markers == []
+    assert customized.rejects == []
+    # Every edit is there, every template change arrived, nothing else moved: the result is a
+    # fresh copy of NEW with the same edits made to it.
+    assert _differences(project, fresh_customized) == []
+    # The template did change these files, on other lines.
+    assert "| `make update` |" in (project / "README.md").read_text()
+    assert not (project / "src" / PACKAGE / "main.py").read_text().startswith("#")
+    assert not (project / "pyproject.toml").read_text().startswith("#")
+    assert "_LOG_LEVEL=INFO\n" in (project / ".env.example").read_text()
+    # The edits, spelled out.
+    assert (
+        "app.include_router(greetings.router)" in (project / "src/my_service/main.py").read_text()
+    )
+    assert '"anyio>=4",' in (project / "pyproject.toml").read_text()
+    assert README_EDIT in (project / "README.md").read_text()
+    assert (project / ".env").read_text() == LOCAL_ENV
+
+
+@pytest.mark.xdist_group("customized")
+def test_d_migration_moves_the_edited_runbook_and_keeps_the_edit(customized: Updated) -> None:
+    project = customized.project
+    assert not (project / "RUNBOOK.md").exists()
+    assert RUNBOOK_EDIT in (project / "docs/runbook.md").read_text()
+    # Moved with git mv before the merge, so git shows a rename, not a delete and an add.
+    assert "R  RUNBOOK.md -> docs/runbook.md" in customized.status.splitlines()
+    assert _answers(project)["_commit"] == NEW
+
+
+@pytest.mark.xdist_group("customized")
+def test_f_customized_service_second_update_changes_nothing(customized: Updated) -> None:
+    commit_all(customized.project, "Update the template")
+    update_project(customized.project)
+    assert git(customized.project, "status", "--porcelain") == ""
+
+
+@pytest.mark.xdist_group("customized")
+@pytest.mark.render
+def test_e_customized_service_passes_lint_types_and_tests_after_the_update(
+    customized: Updated,
+) -> None:
+    output = _passes_its_own_checks(customized.project)
+    # The owners' own tests ran too: the added route and the changed default.
+    assert "tests/test_greetings.py .." in output, output
+
+
+def test_d_without_the_migration_the_runbook_edit_would_be_lost(
+    snapshot: Path, tmp_path: Path
+) -> None:
+    """The control for (d): the same update from a NEW without `_migrations` loses the edit, so
+    the migration is what keeps it."""
+    repo = init_repo(tmp_path / "repo")
+    make_synthetic_old(_fill(repo, snapshot))
+    commit_all(repo, f"Release {OLD}", tag=OLD)
+    _fill(repo, snapshot)
+    _resub(repo / "copier.yml", r"^_migrations:\n(?:(?:[ \t].*)?\n)*", "")
+    commit_all(repo, f"Release {NEW} without its migration", tag=NEW)
+
+    project = copy_project(repo, tmp_path / "svc", OLD)
+    _replace(project / "RUNBOOK.md", "- Who is paged, and where: _fill in_", RUNBOOK_EDIT)
+    commit_all(project, "Fill in the runbook")
+    update_project(project)
+    assert not (project / "RUNBOOK.md").exists()
+    assert RUNBOOK_EDIT not in (project / "docs/runbook.md").read_text()
+
+
+# --- (c) a real conflict ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def conflicted(versions: TemplateVersions, tmp_path_factory: pytest.TempPathFactory) -> Updated:
+    """The owners changed the log level line of .env.example, which the template changed too."""
+    project = copy_project(versions.repo, tmp_path_factory.mktemp("conflict") / "svc", OLD)
+    _replace(project / ".env.example", "_LOG_LEVEL=DEBUG\n", "_LOG_LEVEL=WARNING\n")
+    commit_all(project, "Quieter local logs")
+    return _update_and_record(project)
+
+
+@pytest.mark.xdist_group("conflict")
+def test_c_real_conflict_yields_inline_markers_that_make_lint_rejects(conflicted: Updated) -> None:
+    project = conflicted.project
+    assert conflicted.rejects == [], "--conflict inline must not leave .rej files"
+    assert conflicted.unmerged == [".env.example"]
+    text = (project / ".env.example").read_text()
+    assert re.search(
+        r"^<<<<<<< before updating\n.*_LOG_LEVEL=WARNING\n=======\n.*_LOG_LEVEL=INFO\n"
+        r">>>>>>> after updating$",
+        text,
+        flags=re.MULTILINE,
+    ), text
+    # Only that one line conflicts; the rest of the update went through.
+    assert [marker.split(":")[0] for marker in conflicted.markers] == [".env.example"] * 3
+    assert "| `make update` |" in (project / "README.md").read_text()
+    # The rendered project's lint (CI runs it) refuses the leftover markers.
+    lint = subprocess.run(
+        ["make", "lint"],
+        cwd=project,
+        env={**os.environ, **RENDER_MAKE_ENV},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert lint.returncode != 0, lint.stdout + lint.stderr
+    assert "Conflict markers found" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+    assert ".env.example:" in lint.stdout, lint.stdout
+
+
+@pytest.mark.xdist_group("conflict")
+@pytest.mark.render
+def test_e_resolved_conflict_passes_lint_types_and_tests(conflicted: Updated) -> None:
+    project = conflicted.project
+    # Resolve as an owner would: keep our side, drop the markers.
+    text = (project / ".env.example").read_text()
+    resolved = re.sub(
+        r"^<<<<<<< before updating\n(.*?)=======\n.*?>>>>>>> after updating\n",
+        r"\1",
+        text,
+        flags=re.MULTILINE | re.DOTALL,
+    )
+    (project / ".env.example").write_text(resolved)
+    git(project, "add", ".env.example")
+    assert conflict_markers(project) == []
+    assert "_LOG_LEVEL=WARNING\n" in resolved
+    _passes_its_own_checks(project)
+
+
+# --- Copies from untagged refs, `make update` and the CI job ------------------------------------
+
+
+def test_copy_from_an_untagged_commit_updates_to_the_release(
+    versions: TemplateVersions, tmp_path: Path, fresh: Path
+) -> None:
+    """Services rendered before the first tag record a bare commit; they update like the rest."""
+    project = copy_project(versions.repo, tmp_path / "svc", versions.pre_release)
+    recorded = str(_answers(project)["_commit"])
+    assert versions.pre_release.startswith(recorded), recorded
+    updated = _update_and_record(project)
+    assert (updated.unmerged, updated.markers, updated.rejects) == ([], [], [])
+    assert _differences(project, fresh) == []
+
+
+def test_make_update_in_a_render_updates_to_the_newer_local_template_version(
+    versions: TemplateVersions, tmp_path: Path, fresh: Path
+) -> None:
+    project = copy_project(versions.repo, tmp_path / "svc", OLD)
+    # By default Copier runs through uv, pinned to the tested major version; VCS_REF picks one.
+    dry_run = run(["make", "-n", "update"], cwd=project, env=RENDER_MAKE_ENV).stdout
+    assert (
+        'uv tool run --from "copier>=9.19,<10" copier update --trust --conflict inline --defaults'
+        in dry_run
+    ), dry_run
+    assert "--vcs-ref" not in dry_run
+    pinned = run(
+        ["make", "-n", "update", f"VCS_REF={OLD}"], cwd=project, env=RENDER_MAKE_ENV
+    ).stdout
+    assert f'--vcs-ref "{OLD}"' in pinned, pinned
+
+    result = run(["make", "update", f"COPIER={COPIER_BIN}"], cwd=project, env=RENDER_MAKE_ENV)
+    assert "resolve conflict markers" in result.stdout, result.stdout
+    assert _answers(project)["_commit"] == NEW
+    assert (conflict_markers(project), rejected_hunks(project)) == ([], [])
+    assert _differences(project, fresh) == []
+
+
+def _check_update_script(project: Path, provider: str) -> tuple[list[str], str]:
+    """The rendered CI job's check-update script and the shell its CI runs it with."""
+    if provider == "github":
+        workflow = yaml.safe_load((project / ".github/workflows/template-update.yml").read_text())
+        triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads `on` as true
+        assert triggers["schedule"][0]["cron"], triggers
+        job = workflow["jobs"]["check-update"]
+        assert "copier" in job["env"]["COPIER"]
+        (step,) = [step for step in job["steps"] if "check-update" in step.get("run", "")]
+        return ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c"], step["run"]
+    pipeline = yaml.safe_load((project / ".gitlab-ci.yml").read_text())
+    job = pipeline["template-update"]
+    assert job["rules"] == [{"if": '$CI_PIPELINE_SOURCE == "schedule"'}]
+    assert job["stage"] in pipeline["stages"]
+    assert "copier" in job["variables"]["COPIER"]
+    return ["sh", "-c"], "\n".join(job["script"])
+
+
+@pytest.mark.parametrize("provider", ["github", "gitlab"])
+def test_ci_scheduled_job_runs_check_update_and_reports_when_behind(
+    versions: TemplateVersions, tmp_path: Path, provider: str
+) -> None:
+    project = copy_project(versions.repo, tmp_path / "svc", OLD, {"ci_provider": provider})
+    shell, script = _check_update_script(project, provider)
+    summary = tmp_path / "summary.md"
+    env = {"COPIER": COPIER_BIN, "GITHUB_STEP_SUMMARY": str(summary)}
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*shell, script],
+            cwd=project,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    behind = check()
+    assert behind.returncode == 1, behind.stdout + behind.stderr
+    message = f"behind its template: rendered from {OLD}, the latest release is {NEW}"
+    assert message in behind.stdout, behind.stdout + behind.stderr
+    if provider == "github":
+        assert behind.stdout.startswith("::warning::"), behind.stdout
+        assert message in summary.read_text()
+
+    update_project(project)
+    commit_all(project, "Update the template")
+    current = check()
+    assert current.returncode == 0, current.stdout + current.stderr
+    assert f"Up to date with the template ({NEW})." in current.stdout, current.stdout
+
+
+# --- What a release must keep: _exclude, the minimum Copier, the changelog ----------------------
+
+
+def test_exclude_keeps_template_only_files_out(snapshot: Path, tmp_path: Path) -> None:
+    repo = _fill(init_repo(tmp_path / "repo"), snapshot)
+    leftovers = [
+        "template/.env",
+        "template/__pycache__/x.cpython-311.pyc",
+        "template/README.md.jinja.orig",
+        "template/README.md.jinja.rej",
+        "template/.Makefile.jinja.swp",
+        "template/Makefile.jinja~",
+        "template/.DS_Store",
+        "template/.coverage",
+        "template/htmlcov/index.html",
+        "template/.venv/pyvenv.cfg",
+        "template/.mypy_cache/CACHEDIR.TAG",
+    ]
+    for leftover in leftovers:
+        (repo / leftover).parent.mkdir(parents=True, exist_ok=True)
+        (repo / leftover).write_text("SECRET=from-a-template-developer\n")
+    git(repo, "add", "--force", *leftovers)
+    commit_all(repo, "A template developer's leftovers")
+    project = render(tmp_path / "svc", src=repo, vcs_ref="HEAD")
+    leaked = [path for path in leftovers if (project / path.removeprefix("template/")).exists()]
+    assert leaked == []
+    # Only template/ renders: none of the template repository's own files reach a service.
+    for name in ("copier.yml", "hooks", "includes", "CHANGELOG.md", ".ci", "tests/test_update.py"):
+        assert not (project / name).exists(), name
+    assert sorted(p.name for p in (project / "docs").iterdir()) == ["runbook.md"]
+
+
+def test_min_copier_version_copies_and_updates_the_template(
+    versions: TemplateVersions, tmp_path: Path, fresh: Path
+) -> None:
+    """Every version must stay renderable by the `_min_copier_version` it declares: copy OLD and
+    update it to NEW with exactly that Copier (installed by uv), and get the same service."""
+    minimum = COPIER_CONFIG["_min_copier_version"]
+    copier_at_minimum = ["uv", "tool", "run", "--from", f"copier=={minimum}", "copier"]
+    project = tmp_path / "svc"
+    copy = ["copy", "--trust", "--defaults", "--quiet", "--vcs-ref", OLD]
+    run([*copier_at_minimum, *copy, str(versions.repo), str(project)], cwd=tmp_path)
+    commit_all(project, f"Render with Copier {minimum}")
+    run(
+        [*copier_at_minimum, "update", "--trust", "--defaults", "--conflict", "inline"], cwd=project
+    )
+    assert (unmerged_paths(project), conflict_markers(project), rejected_hunks(project)) == (
+        [],
+        [],
+        [],
+    )
+    assert not (project / "RUNBOOK.md").exists()
+    assert _differences(project, fresh) == []
+
+
+def _changelog_sections() -> dict[str, str]:
+    text = (REPO_ROOT / "CHANGELOG.md").read_text()
+    parts = re.split(r"^## (\S+).*\n", text, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_changelog_lists_pep440_releases_newest_first() -> None:
+    assert RELEASES, "CHANGELOG.md lists no released version"
+    ordered = [Version(v) for v in RELEASES]
+    assert ordered == sorted(set(ordered), reverse=True), RELEASES
+    # The template repository's own version is the newest release (or what comes next).
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text()
+    (declared,) = re.findall(r'^version = "([^"]+)"', pyproject, flags=re.MULTILINE)
+    assert Version(declared) >= ordered[0], (declared, RELEASES)
+
+
+def test_each_migration_belongs_to_a_release_marked_migration_and_its_script_exists() -> None:
+    sections = _changelog_sections()
+    assert MIGRATIONS, "copier.yml has no _migrations example"
+    for migration in MIGRATIONS:
+        version = migration["version"]
+        section = sections.get(version) or sections.get("Unreleased", "")
+        if version not in sections:
+            assert Version(version) > Version(RELEASES[0]), f"{version} is neither listed nor next"
+        assert "**migration**" in section, f"CHANGELOG.md does not mark {version} as a migration"
+        scripts = re.findall(r"hooks/[\w/]+\.py", " ".join(map(str, migration["command"])))
+        assert scripts and all((REPO_ROOT / script).is_file() for script in scripts), migration
+
+
+# --- (g) every released version updates to HEAD -------------------------------------------------
+
+
+def test_release_tags_contain_the_commit_that_added_their_changelog_heading() -> None:
+    """A release tag sits on (or after) its release commit, and was never moved back before it."""
+    checked = []
+    for version in RELEASES:
+        tagged = subprocess.run(
+            ["git", "rev-parse", "--quiet", "--verify", f"refs/tags/{version}^{{commit}}"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if tagged.returncode != 0:
+            continue
+        heading = changelog_commit(version)
+        assert heading is not None, f"tag {version} exists but CHANGELOG.md never listed it"
+        ancestor = subprocess.run(
+            ["git", "merge-base", "--is-ancestor", heading, tagged.stdout.strip()],
+            cwd=REPO_ROOT,
+            check=False,
+        )
+        assert ancestor.returncode == 0, f"tag {version} does not contain its release commit"
+        checked.append(version)
+    if not checked:
+        pytest.skip(f"no release tag in this clone (releases listed: {', '.join(RELEASES)})")
+
+
+def _released_version_params() -> list[Any]:
+    params = []
+    for version in RELEASES:
+        commit = release_commit(version)
+        if commit is None:
+            reason = (
+                f"{version} is not in this repository's history yet: the working tree is "
+                "releasing it, so there is no earlier released version to update from"
+            )
+            params.append(pytest.param(version, None, id=version, marks=pytest.mark.skip(reason)))
+        else:
+            params.append(pytest.param(version, commit, id=version))
+    return params
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A clone of this repository with its history, each released version tagged at its release
+    commit, and the working tree committed on top as HEAD."""
+    repo = tmp_path_factory.mktemp("history") / "repo"
+    run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO_ROOT), str(repo)], cwd=repo.parent)
+    for version in RELEASES:
+        commit = release_commit(version)
+        tagged = subprocess.run(
+            ["git", "rev-parse", "--quiet", "--verify", f"refs/tags/{version}"],
+            cwd=repo,
+            capture_output=True,
+            check=False,
+        )
+        if commit is not None and tagged.returncode != 0:
+            git(repo, "tag", version, commit)
+    clear_tree(repo)
+    copy_working_tree(repo)
+    head = commit_all(repo, "The working tree")
+    return repo, head
+
+
+def test_g_released_versions_are_listed_and_accounted_for() -> None:
+    """Says which released versions (g) updates from, so a single release cannot pass silently."""
+    assert RELEASES, "CHANGELOG.md lists no released version"
+    untestable = [version for version in RELEASES if release_commit(version) is None]
+    # Only the newest release may be missing from history: the one the working tree is cutting.
+    # Every other one is updated to HEAD by the test below, one case per version.
+    assert set(untestable) <= {RELEASES[0]}, f"released but not in history: {untestable}"
+
+
+@pytest.mark.parametrize(("version", "commit"), _released_version_params())
+def test_g_every_released_version_updates_to_head(
+    version: str, commit: str, history: tuple[Path, str], tmp_path: Path
+) -> None:
+    repo, head = history
+    assert git(repo, "rev-parse", f"{version}^{{commit}}").strip() == commit
+    project = copy_project(repo, tmp_path / "svc", version)
+    updated = _update_and_record(project, vcs_ref=head)
+    assert (updated.unmerged, updated.markers, updated.rejects) == ([], [], [])
+    expected = copy_project(repo, tmp_path / "expected", head)
+    assert _differences(project, expected) == []
