@@ -52,6 +52,12 @@ def render(
     return dst
 
 
+def _without_make_variables(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment without the outer make's variables: `make test PYTEST_ARGS=...` passes
+    them to every nested make through MAKEFLAGS, and a render's own make must not see them."""
+    return {k: v for k, v in environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+
+
 def run(
     cmd: list[str], cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
@@ -59,7 +65,7 @@ def run(
     result = subprocess.run(
         cmd,
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env={**_without_make_variables(os.environ), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
