@@ -209,13 +209,40 @@ class OutboundTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         host = downstream_host(request.url)
         downstream = self._downstreams.get(host)
-        policy = downstream.retry
         downstream.budget.deposit()
-        deadline = self._clock() + policy.deadline
+        deadline = self._clock() + downstream.retry.deadline
+        timeouts: dict[str, float | None] = dict(request.extensions.get("timeout") or {})
+        # The first attempt runs outside stamina: the success path builds no retry machinery.
+        try:
+            return await self._attempt(request, host, downstream, 1, deadline, timeouts)
+        except _Retryable as failure:
+            first = failure
+        try:
+            return await self._retry(request, host, downstream, deadline, timeouts, first)
+        except _Retryable as final:
+            if final.response is not None:
+                return final.response
+            if final.error is not None:
+                raise final.error from None
+            raise
+
+    async def _retry(
+        self,
+        request: httpx.Request,
+        host: str,
+        downstream: Downstream,
+        deadline: float,
+        timeouts: dict[str, float | None],
+        first: _Retryable,
+    ) -> httpx.Response:
+        """Attempts 2..N, run by stamina: it sleeps the wait ``next_wait`` chose, counts the
+        attempts and honours its testing switch. The first attempt's failure is replayed as
+        stamina's attempt 1, so stamina decides on the first retry too."""
+        policy = downstream.retry
         no_retry = request.extensions.get(RETRY_EXTENSION) is False
         max_attempts = 1 if no_retry else policy.max_attempts
-        timeouts: dict[str, float | None] = dict(request.extensions.get("timeout") or {})
-        attempts = 0
+        attempts = 1
+        replay: _Retryable | None = first
 
         def next_wait(exc: Exception) -> bool | float:
             """stamina's backoff hook: False to stop, or the seconds to wait before retrying."""
@@ -247,23 +274,16 @@ class OutboundTransport(httpx.AsyncBaseTransport):
             )
             return float(wait)
 
-        try:
-            async for attempt in stamina.retry_context(
-                on=next_wait, attempts=max_attempts, timeout=None
-            ):
-                with attempt:
-                    attempts += 1
-                    return await self._attempt(
-                        request, host, downstream, attempts, deadline, timeouts
-                    )
-        except _Retryable as final:
-            if final.response is not None:
-                return final.response
-            if final.error is not None:
-                raise final.error from None
-            raise
-
-        raise AssertionError("unreachable: stamina yields at least one attempt")  # pragma: no cover
+        async for attempt in stamina.retry_context(
+            on=next_wait, attempts=max_attempts, timeout=None
+        ):
+            with attempt:
+                if replay is not None:
+                    failed, replay = replay, None
+                    raise failed
+                attempts += 1
+                return await self._attempt(request, host, downstream, attempts, deadline, timeouts)
+        raise AssertionError("unreachable: stamina yields until it returns or raises")
 
     def _give_up(self, host: str, reason: str, why: str, wait: float) -> bool:
         log.info("outbound.retry_skipped", host=host, reason=reason, why=why, wait_s=round(wait, 3))
