@@ -54,8 +54,10 @@ def render(
 
 def _without_make_variables(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment without the outer make's variables: `make test PYTEST_ARGS=...` passes
-    them to every nested make through MAKEFLAGS, and a render's own make must not see them."""
-    return {k: v for k, v in environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    them to every nested make (through MAKEFLAGS and the environment), and a render's own make
+    must not see them."""
+    outer = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYTEST_ARGS", "JOBS")
+    return {k: v for k, v in environ.items() if k not in outer}
 
 
 def run(
@@ -98,6 +100,14 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} did not answer 200 within {timeout}s")
         time.sleep(0.1)
+
+
+def pytest_summary(output: str) -> str:
+    """The closing counts of a pytest run ("12 passed, 1 skipped"), in any verbosity."""
+    found = re.findall(r"^=*\s*(\d+ \w+.*?) in [0-9.]+s", output, re.MULTILINE)
+    if not found:
+        raise AssertionError(f"no pytest summary in:\n{output}")
+    return str(found[-1])
 
 
 def _wait_for_bind(process: subprocess.Popen[bytes], log_path: Path, timeout: float = 15) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import render, run
+from tests.support import pytest_summary, render, run
 
 REQUIRED = os.environ.get("CI", "").lower() == "true" or os.environ.get("E2E_REQUIRED") == "1"
 E2E_TESTS = [
@@ -36,6 +36,6 @@ def test_rendered_e2e_suite_passes(tmp_path: Path) -> None:
     result = run(["make", "test-e2e", "PYTEST_ARGS=-v"], cwd=project, env={"E2E_REQUIRED": "1"})
     for name in E2E_TESTS:
         assert re.search(rf"{name} PASSED", result.stdout), f"{name} did not pass:\n{result.stdout}"
-    summary = re.findall(r"^=+ (.+) in [0-9.]+s", result.stdout, re.MULTILINE)[-1]
+    summary = pytest_summary(result.stdout)
     assert summary.startswith("6 passed"), summary
     assert "skipped" not in summary, summary

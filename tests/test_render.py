@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import render, run
+from tests.support import pytest_summary, render, run
 
 # One render per answer that changes what is rendered; each flips one question from its default.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -55,7 +55,7 @@ def test_render_passes_its_own_checks(tmp_path: Path, answers: dict[str, Any]) -
     run(["make", "lint"], cwd=project)
     run(["make", "typecheck"], cwd=project)
     result = run(["make", "test"], cwd=project)
-    summary = re.findall(r"^=+ (.+) in [0-9.]+s", result.stdout, re.MULTILINE)[-1]
+    summary = pytest_summary(result.stdout)
     assert re.match(r"\d+ passed", summary), summary
     assert "skipped" not in summary and "failed" not in summary, summary
 
