@@ -43,5 +43,15 @@ lint: bootstrap  ## Lint the template repository's own Python (tests, hooks)
 	$(BIN)/ruff check tests hooks
 	$(BIN)/ruff format --check tests hooks
 
+# `make bench` also installs matplotlib and py-spy into .venv, and wrk (Debian's package) when
+# it is missing and the user is root. BENCH_ARGS=--quick makes a short smoke run.
+.PHONY: bench
+$(VENV)/.bench-tools: $(VENV)/.bootstrapped bench/requirements.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r bench/requirements.txt
+	touch $@
+
+bench: bootstrap $(VENV)/.bench-tools  ## Benchmark the rendered service against hand-written gateways (~9 min)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 clean:  ## Remove the bootstrapped tools and caches
 	rm -rf $(VENV) .cache .pytest_cache

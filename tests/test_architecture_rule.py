@@ -37,6 +37,18 @@ def fetch() -> int:
         return client.get("http://users-api:8000/users/1").status_code
 '''
 
+AIOHTTP_ROGUE = '''\
+"""Same anti-pattern with aiohttp: a session (and pool) per call."""
+
+import aiohttp
+
+
+async def fetch() -> int:
+    async with aiohttp.ClientSession() as session:
+        async with session.get("http://users-api:8000/users/1") as response:
+            return response.status
+'''
+
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -47,7 +59,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("source", "banned"), [(ROGUE_ROUTE, "httpx.AsyncClient"), (SYNC_ROGUE, "httpx.Client")]
+    ("source", "banned"),
+    [
+        (ROGUE_ROUTE, "httpx.AsyncClient"),
+        (SYNC_ROGUE, "httpx.Client"),
+        (AIOHTTP_ROGUE, "aiohttp.ClientSession"),
+    ],
 )
 def test_own_client_fails_lint(project: Path, source: str, banned: str) -> None:
     rogue = project / "src/my_service/rogue.py"
@@ -67,5 +84,8 @@ def test_own_client_fails_lint(project: Path, source: str, banned: str) -> None:
 
 def test_client_module_is_the_one_exception(project: Path) -> None:
     source = (project / "src/my_service/http_client.py").read_text()
-    assert "httpx.AsyncClient(" in source
+    # It names the banned classes (the shared client subclasses httpx.AsyncClient, the pool
+    # builds an aiohttp.ClientSession), and lint passes there.
+    assert "(httpx.AsyncClient)" in source
+    assert "aiohttp.ClientSession(" in source
     run(["make", "lint"], cwd=project)

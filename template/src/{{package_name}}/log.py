@@ -4,12 +4,19 @@ routed through the same processors so every line has one shape.
 ``log_format="json"`` writes one JSON object per line (production); ``"console"`` writes
 coloured, aligned lines for development. Request-scoped fields (request_id) come from
 contextvars; trace_id and span_id come from the current OpenTelemetry span.
+
+Loggers are cached on first use (structlog's ``cache_logger_on_first_use``), which saves
+rebuilding a bound logger on every call. A cached logger keeps the objects it was built with,
+so reconfiguring (tests send lines to a buffer, or change the format or level) changes those
+objects in place instead of replacing them: the processor list, the output the lines go to,
+and the level threshold.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
 from typing import Any, TextIO
 
 import orjson
@@ -36,6 +43,56 @@ def _orjson_dumps(value: Any, **_: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
+class _Output:
+    """Where structlog writes rendered lines: one object per process, pointed at the stream
+    that the latest ``configure_logging`` named. One write and one flush per line."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._lock = threading.Lock()  # lines from other threads must not interleave
+        self.stream = stream
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            self.stream.write(message + "\n")
+            self.stream.flush()
+
+    log = debug = info = warn = warning = error = err = critical = exception = fatal = msg
+
+
+_OUTPUT = _Output(sys.stdout)
+_PROCESSORS: list[Processor] = []
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
+
+
+class _LevelFilter:
+    """Drops events below the configured level. A processor rather than structlog's filtering
+    logger class, whose level a cached logger would keep after reconfiguration."""
+
+    def __init__(self) -> None:
+        self.threshold = logging.INFO
+
+    def __call__(self, _: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        if _LEVELS.get(method_name, logging.INFO) < self.threshold:
+            raise structlog.DropEvent
+        return event_dict
+
+
+_LEVEL_FILTER = _LevelFilter()
+
+
+def _output(*_: Any) -> _Output:
+    return _OUTPUT
+
+
 def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     """Configure structlog and stdlib logging for the process; safe to call again.
 
@@ -56,11 +113,15 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     else:
         renderer = structlog.dev.ConsoleRenderer()
 
+    # In place: loggers cached on first use hold these very objects.
+    _OUTPUT.stream = out
+    _LEVEL_FILTER.threshold = level
+    _PROCESSORS[:] = [_LEVEL_FILTER, *shared, renderer]
     structlog.configure(
-        processors=[*shared, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.WriteLoggerFactory(file=out),
-        cache_logger_on_first_use=False,
+        processors=_PROCESSORS,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        logger_factory=_output,
+        cache_logger_on_first_use=True,
     )
 
     handler = logging.StreamHandler(out)

@@ -1,0 +1,1 @@
+"""The benchmark of the rendered service (see docs/performance.md)."""

@@ -1,0 +1,345 @@
+"""What each of the template's performance changes is worth: the rendered service as it is, and
+the same service with one change undone, side by side under the same load.
+
+    .venv/bin/python -m bench.changes [--baseline GIT-REF] [--repetitions 3] [--seconds 4]
+
+Every variant is the current render with one file patched back (run from a copy of ``src/``
+that shadows the installed package through PYTHONPATH), so the difference to "current" is what
+that change saves on this machine now. ``--baseline`` also renders the template at a git commit
+(from ``git archive``; nothing in this repository changes) and loads it as "baseline". One
+repetition runs every variant once at c=32, in a rotated order; medians are reported. Writes
+bench/results/changes.json and changes.md. Takes about 3 minutes (4 with a baseline).
+
+It also measures PROPOSALS: changes to modules this benchmark does not own (the outbound chain,
+the example client, metrics), applied the same way, to put a number on each before it is made.
+A proposal whose patch no longer applies (the module changed) is skipped with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+import statistics
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.run import (
+    BENCH,
+    PACKAGE,
+    PREFIX,
+    WORK,
+    Scenario,
+    assert_running,
+    ensure_wrk,
+    measure_cell,
+    pin,
+    prepare_environment,
+    prepare_render,
+    say,
+    settle,
+    start,
+    stop,
+    unique_port,
+)
+from tests.support import REPO_ROOT, run, wait_http
+
+
+@dataclass(frozen=True)
+class Revert:
+    key: str
+    label: str
+    path: str  # under src/<package>/
+    old: str  # text in the current file
+    new: str  # what it was before the change
+
+
+REVERTS = [
+    Revert(
+        "tracer:sdk",
+        "SDK tracer even without an exporter (PropagatingTracer undone)",
+        "tracing.py",
+        "tracer=PropagatingTracer(sampler, ids), recording=False)",
+        "tracer=provider.get_tracer(__name__), recording=False)",
+    ),
+    Revert(
+        "cookies:kept",
+        "shared client keeps cookies (httpx's default jar)",
+        "http_client.py",
+        "return _CookielessClient(",
+        "return httpx.AsyncClient(",
+    ),
+    Revert(
+        "dependency:sync",
+        "get_http_client as a plain def (a worker-thread hop per request)",
+        "http_client.py",
+        "async def get_http_client(",
+        "def get_http_client(",
+    ),
+    Revert(
+        "logs:uncached",
+        "structlog loggers not cached on first use",
+        "log.py",
+        "cache_logger_on_first_use=True",
+        "cache_logger_on_first_use=False",
+    ),
+    Revert(
+        "gc:not-frozen",
+        "startup objects not frozen out of the garbage collector (gc.freeze undone)",
+        "__main__.py",
+        "    gc.collect()\n    gc.freeze()\n",
+        "",
+    ),
+    Revert(
+        "server:asyncio-h11",
+        "uvicorn on asyncio and h11 instead of uvloop and httptools",
+        "__main__.py",
+        'loop="uvloop",\n        http="httptools",',
+        'loop="asyncio",\n        http="h11",',
+    ),
+]
+
+
+_METRICS_LOOKUP = """\
+    def inbound(self, method: str, route: str, status: int, duration_s: float) -> None:
+        self.inbound_requests.labels(method, route, str(status)).inc()
+        self.inbound_duration.labels(method, route).observe(duration_s)
+
+    def outbound(self, host: str, method: str, outcome: str, duration_s: float) -> None:
+        self.outbound_requests.labels(host, method, outcome).inc()
+        self.outbound_duration.labels(host, method).observe(duration_s)"""
+
+_METRICS_CACHED = """\
+    def inbound(self, method: str, route: str, status: int, duration_s: float) -> None:
+        cache = self.__dict__.setdefault("_children", {})
+        key = ("in", method, route, status)
+        children = cache.get(key)
+        if children is None:
+            children = cache[key] = (
+                self.inbound_requests.labels(method, route, str(status)),
+                self.inbound_duration.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(duration_s)
+
+    def outbound(self, host: str, method: str, outcome: str, duration_s: float) -> None:
+        cache = self.__dict__.setdefault("_children", {})
+        key = ("out", host, method, outcome)
+        children = cache.get(key)
+        if children is None:
+            children = cache[key] = (
+                self.outbound_requests.labels(host, method, outcome),
+                self.outbound_duration.labels(host, method),
+            )
+        children[0].inc()
+        children[1].observe(duration_s)"""
+
+PROPOSALS = [
+    Revert(
+        "proposal:async-dependency",
+        "PROPOSAL users.py: get_users_client as async def (no worker-thread hop)",
+        "users.py",
+        "\ndef get_users_client(",
+        "\nasync def get_users_client(",
+    ),
+    Revert(
+        "proposal:metric-children",
+        "PROPOSAL metrics.py: look each label set's children up once",
+        "metrics.py",
+        _METRICS_LOOKUP,
+        _METRICS_CACHED,
+    ),
+]
+
+
+def variant_source(project: Path, key: str, patches: list[Revert]) -> Path | None:
+    """A copy of the render's ``src`` with ``patches`` applied; None if one no longer applies."""
+    root = WORK / "changes" / key.replace(":", "-")
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(project / "src", root / "src")
+    for patch in patches:
+        target = root / "src" / PACKAGE / patch.path
+        text = target.read_text() if target.exists() else ""
+        if patch.old not in text:
+            say(f"{key}: {patch.path} no longer has the text this patch replaces; skipped")
+            return None
+        target.write_text(text.replace(patch.old, patch.new, 1))
+    return root
+
+
+def short_commit(ref: str) -> str:
+    return run(["git", "rev-parse", "--short", ref], cwd=REPO_ROOT).stdout.strip()
+
+
+def render_at(ref: str) -> Path:
+    """The template at git ``ref``, rendered and installed (the working tree is untouched)."""
+    source = WORK / "baseline-src"
+    shutil.rmtree(source, ignore_errors=True)
+    source.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref], cwd=REPO_ROOT, capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(source, filter="data")
+    from tests.support import DEFAULT_ANSWERS, render
+
+    project = WORK / "baseline"
+    shutil.rmtree(project, ignore_errors=True)
+    say(f"render: the template at {ref}")
+    render(project, DEFAULT_ANSWERS, src=source, vcs_ref=None)
+    run(["make", "install"], cwd=project)
+    return project
+
+
+def changes_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    current = rows[0]
+    lines = [
+        "# What each template change is worth (c=32, medians)",
+        "",
+        "Each row is the current render with one change undone (or, for a PROPOSAL, one more "
+        "change made), loaded side by side. An undone change costing +N us of CPU per request "
+        "means the change saves N us; a proposal at -N us would save N us.",
+        "",
+        "| variant | rps | CPU us/req | p99 ms | CPU vs current | rps vs current |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        delta = row["cpu_us_per_request"] - current["cpu_us_per_request"]
+        ratio = row["rps"] / current["rps"] if current["rps"] else 0
+        lines.append(
+            f"| {row['label']} | {row['rps']:.0f} | {row['cpu_us_per_request']:.0f} | "
+            f"{row['p99_ms']} | {delta:+.0f} us | {ratio:.2f}x |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", help="also load the template at this git ref")
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--results", type=Path, default=BENCH / "results")
+    parser.add_argument(
+        "--no-proposals", dest="proposals", action="store_false", help="skip the PROPOSALS"
+    )
+    args = parser.parse_args()
+    prepare_environment()
+    binary = ensure_wrk()
+    logs = WORK / "changes-logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
+    project = prepare_render("default", {})
+    baseline = render_at(args.baseline) if args.baseline else None
+
+    stub_port = unique_port()
+    python = str(project / ".venv/bin/python")
+
+    def service(key: str, label: str, cwd: Path, py: str, **env: str) -> Scenario:
+        scenario = Scenario(key, label, "changes", (32,), [*pin(1), py, "-m", PACKAGE], cwd)
+        scenario.env = {
+            f"{PREFIX}HOST": "127.0.0.1",
+            f"{PREFIX}PORT": str(scenario.port),
+            f"{PREFIX}USERS_SERVICE__BASE_URL": f"http://127.0.0.1:{stub_port}",
+            **env,
+        }
+        return scenario
+
+    plan = [service("current", "the template as it is (all changes)", project, python)]
+    plan.append(
+        service(
+            "pool:httpx",
+            "httpx's own pool instead of aiohttp (HTTP__TRANSPORT=httpx)",
+            project,
+            python,
+            **{f"{PREFIX}HTTP__TRANSPORT": "httpx"},
+        )
+    )
+    applied = []
+    variants = [(r.key, r.label, [r]) for r in REVERTS]
+    if args.proposals:
+        variants += [(p.key, p.label, [p]) for p in PROPOSALS]
+    for key, label, patches in variants:
+        root = variant_source(project, key, patches)
+        if root is not None:
+            plan.append(service(key, label, root, python, PYTHONPATH=str(root / "src")))
+            applied += [p for p in patches if p in PROPOSALS]
+    if len(applied) > 1:
+        root = variant_source(project, "proposal:all", applied)
+        if root is not None:
+            label = "PROPOSALS: all of them together"
+            plan.append(service("proposal:all", label, root, python, PYTHONPATH=str(root / "src")))
+    if baseline is not None:
+        plan.append(
+            service(
+                "baseline",
+                f"the template before these changes ({short_commit(args.baseline)})",
+                baseline,
+                str(baseline / ".venv/bin/python"),
+            )
+        )
+
+    processes = []
+    cells: list[dict[str, Any]] = []
+    try:
+        stub = start(
+            [*pin(0), python, str(BENCH / "stub.py"), "--port", str(stub_port)],
+            BENCH,
+            {},
+            logs / "stub.log",
+        )
+        processes.append(stub)
+        wait_http(f"http://127.0.0.1:{stub_port}/users/1")
+        for scenario in plan:
+            scenario.process = start(
+                scenario.command, scenario.cwd, scenario.env, logs / f"{scenario.key}.log"
+            )
+            processes.append(scenario.process)
+        for scenario in plan:
+            wait_http(f"{scenario.url}/readyz", timeout=90)
+        assert_running(plan)
+        total = args.repetitions * len(plan)
+        for rep in range(args.repetitions):
+            shift = rep % len(plan)
+            for scenario in plan[shift:] + plan[:shift]:
+                settle(plan)
+                cell = measure_cell(binary, scenario, 32, args.seconds, 1)
+                cells.append({"variant": scenario.key, "rep": rep + 1, **cell})
+                say(
+                    f"[{len(cells):2d}/{total}] {scenario.key:20s} {cell['rps']:7.0f} rps  "
+                    f"cpu {cell['cpu_us_per_request']:6.0f} us/req  p99 {cell['p99_ms']:.1f} ms"
+                )
+    finally:
+        for process in reversed(processes):
+            stop(process)
+
+    rows = []
+    for scenario in plan:
+        mine = [c for c in cells if c["variant"] == scenario.key]
+        rows.append(
+            {
+                "variant": scenario.key,
+                "label": scenario.label,
+                "rps": round(statistics.median(c["rps"] for c in mine), 1),
+                "cpu_us_per_request": round(
+                    statistics.median(c["cpu_us_per_request"] for c in mine), 1
+                ),
+                "p99_ms": round(statistics.median(c["p99_ms"] for c in mine), 1),
+            }
+        )
+    (args.results / "changes.md").parent.mkdir(parents=True, exist_ok=True)
+    lines = changes_markdown(rows)
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "changes.json").write_text(
+        json.dumps({"rows": rows, "cells": cells}, indent=2) + "\n"
+    )
+    (args.results / "changes.md").write_text("\n".join(lines) + "\n")
+    shutil.rmtree(logs, ignore_errors=True)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
