@@ -344,6 +344,11 @@ def release_commit(version: str, repo: Path = REPO_ROOT) -> str | None:
     """The commit that released ``version``: its tag if the tag exists here, else the oldest
     commit whose CHANGELOG.md has the version's heading (the release procedure tags exactly that
     commit). None when neither is in this repository's history yet."""
+    return release_tag(version, repo) or changelog_commit(version, repo)
+
+
+def release_tag(version: str, repo: Path = REPO_ROOT) -> str | None:
+    """The commit that the tag ``version`` points to, if this clone has the tag."""
     tagged = subprocess.run(
         ["git", "rev-parse", "--verify", "--quiet", f"refs/tags/{version}^{{commit}}"],
         cwd=repo,
@@ -351,9 +356,7 @@ def release_commit(version: str, repo: Path = REPO_ROOT) -> str | None:
         text=True,
         check=False,
     )
-    if tagged.returncode == 0:
-        return tagged.stdout.strip()
-    return changelog_commit(version, repo)
+    return tagged.stdout.strip() if tagged.returncode == 0 else None
 
 
 def changelog_commit(version: str, repo: Path = REPO_ROOT) -> str | None:

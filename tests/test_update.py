@@ -46,6 +46,7 @@ from tests.support import (
     project_files,
     rejected_hunks,
     release_commit,
+    release_tag,
     released_versions,
     render,
     run,
@@ -630,17 +631,11 @@ def test_release_tags_contain_the_commit_that_added_their_changelog_heading(vers
         # Only the release the working tree is cutting right now has no commit yet.
         assert version == RELEASES[0], f"{version} is released but no commit added its heading"
         return
-    tagged = subprocess.run(
-        ["git", "rev-parse", "--quiet", "--verify", f"refs/tags/{version}^{{commit}}"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if tagged.returncode != 0:
+    tag = release_tag(version)
+    if tag is None:
         return  # clones without tags (CI checks out a branch) still have the release commit
     ancestor = subprocess.run(
-        ["git", "merge-base", "--is-ancestor", heading, tagged.stdout.strip()],
+        ["git", "merge-base", "--is-ancestor", heading, tag],
         cwd=REPO_ROOT,
         check=False,
     )
@@ -670,13 +665,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO_ROOT), str(repo)], cwd=repo.parent)
     for version in RELEASES:
         commit = release_commit(version)
-        tagged = subprocess.run(
-            ["git", "rev-parse", "--quiet", "--verify", f"refs/tags/{version}"],
-            cwd=repo,
-            capture_output=True,
-            check=False,
-        )
-        if commit is not None and tagged.returncode != 0:
+        if commit is not None and release_tag(version, repo) is None:
             git(repo, "tag", version, commit)
     clear_tree(repo)
     copy_working_tree(repo)
