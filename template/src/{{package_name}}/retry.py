@@ -1,7 +1,7 @@
 """When an outbound call is retried, how long to wait, and how many retries a host may get.
 
-stamina runs the attempts (counting them, sleeping, its testing switch); this module decides.
-It adds what a generic retry library cannot know about HTTP: which methods are safe to resend,
+The transport's retry loop runs the attempts; this module decides. It adds what a generic retry
+library cannot know about HTTP: which methods are safe to resend,
 which errors happened before anything was sent, which statuses are transient, ``Retry-After``,
 and a per-host retry budget.
 """
