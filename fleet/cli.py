@@ -75,17 +75,33 @@ class Templates:
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("repos", nargs="*", metavar="REPO",
-                        help="service repository, or @FILE listing one per line")
-    common.add_argument("--from-file", action="append", default=[], metavar="FILE",
-                        help="file listing service repositories, one per line (repeatable)")
-    common.add_argument("--template", metavar="SRC",
-                        help="render from SRC instead of each service's recorded _src_path")
-    common.add_argument("--cache-dir", type=Path, metavar="DIR",
-                        help="keep renders (by template commit and answers) and plans (by service "
-                        "tree and target commit) on disk, for later runs")
-    common.add_argument("--progress", action="store_true",
-                        help="show progress on stderr even when it is not a terminal")
+    common.add_argument(
+        "repos", nargs="*", metavar="REPO", help="service repository, or @FILE listing one per line"
+    )
+    common.add_argument(
+        "--from-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="file listing service repositories, one per line (repeatable)",
+    )
+    common.add_argument(
+        "--template",
+        metavar="SRC",
+        help="render from SRC instead of each service's recorded _src_path",
+    )
+    common.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep renders (by template commit and answers) and plans (by service "
+        "tree and target commit) on disk, for later runs",
+    )
+    common.add_argument(
+        "--progress",
+        action="store_true",
+        help="show progress on stderr even when it is not a terminal",
+    )
     parser = argparse.ArgumentParser(prog="fleet", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"fleet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -99,14 +115,22 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument("--json", action="store_true", help="a JSON list on stdout")
     update.add_argument("--to", required=True, metavar="REF", help="template tag, branch or commit")
     update.add_argument("--wave-size", type=int, default=10, metavar="N")
-    update.add_argument("--max-failure-rate", type=float, default=0.0, metavar="R",
-                        help="stop after a wave where more than this fraction failed (0-1)")
+    update.add_argument(
+        "--max-failure-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="stop after a wave where more than this fraction failed (0-1)",
+    )
     update.add_argument("--open-pr", action="store_true", help="open pull requests (gh or glab)")
     update.add_argument("--pr-tool", choices=["auto", "gh", "glab"], default="auto")
     report = sub.add_parser("report", parents=[common], help="a self-contained HTML report")
     report.add_argument("--output", type=Path, default=Path("fleet-report.html"), metavar="FILE")
-    report.add_argument("--plan-to", metavar="REF",
-                        help="predict conflicts of an update to REF (default: the latest release)")
+    report.add_argument(
+        "--plan-to",
+        metavar="REF",
+        help="predict conflicts of an update to REF (default: the latest release)",
+    )
     report.add_argument("--no-plan", action="store_true", help="leave conflicts out (faster)")
     report.add_argument("--jobs", type=int, default=1, help="trial updates run in parallel")
     report.set_defaults(json=False)
@@ -124,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         templates = Templates(args.template, args.cache_dir, workdir)
         progress = Progress(len(paths), args.command, wanted(args.json, args.progress))
         handler: Callable[..., int] = {
-            "status": _status, "plan": _plan, "update": _update, "report": _report,
+            "status": _status,
+            "plan": _plan,
+            "update": _update,
+            "report": _report,
         }[args.command]
         return handler(args, paths, templates, progress)
     except FleetError as error:
@@ -134,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _status(args: argparse.Namespace, paths: list[Path], templates: Templates,
-            progress: Progress) -> int:
+def _status(
+    args: argparse.Namespace, paths: list[Path], templates: Templates, progress: Progress
+) -> int:
     results = _statuses(paths, templates, progress)
     _emit(args.json, results, _status_line)
     _summary(progress, f"{templates.render_count} render(s) for {len(paths)} service(s)")
@@ -151,16 +179,18 @@ def _statuses(paths: list[Path], templates: Templates, progress: Progress) -> li
     return results
 
 
-def _plan(args: argparse.Namespace, paths: list[Path], templates: Templates,
-          progress: Progress) -> int:
+def _plan(
+    args: argparse.Namespace, paths: list[Path], templates: Templates, progress: Progress
+) -> int:
     results = plan_all(paths, args.to, templates, args.jobs, progress.step, args.cache_dir)
     progress.done()
     _emit(args.json, results, _plan_line)
     return 1 if any(r["outcome"] == "error" for r in results) else 0
 
 
-def _update(args: argparse.Namespace, paths: list[Path], templates: Templates,
-            progress: Progress) -> int:
+def _update(
+    args: argparse.Namespace, paths: list[Path], templates: Templates, progress: Progress
+) -> int:
     options = Options(args.to, args.wave_size, args.max_failure_rate, args.open_pr, args.pr_tool)
     results, stopped = update_all(paths, options, templates, progress.step)
     progress.done()
@@ -171,8 +201,9 @@ def _update(args: argparse.Namespace, paths: list[Path], templates: Templates,
     return 1 if failed or stopped else 0
 
 
-def _report(args: argparse.Namespace, paths: list[Path], templates: Templates,
-            progress: Progress) -> int:
+def _report(
+    args: argparse.Namespace, paths: list[Path], templates: Templates, progress: Progress
+) -> int:
     statuses = _statuses(paths, templates, progress)
     plans: list[dict[str, Any]] = []
     target = None
@@ -188,7 +219,9 @@ def _report(args: argparse.Namespace, paths: list[Path], templates: Templates,
     return 1 if any(s["error"] for s in statuses) else 0
 
 
-def _emit(as_json: bool, results: list[dict[str, Any]], line: Callable[[dict[str, Any]], str]) -> None:
+def _emit(
+    as_json: bool, results: list[dict[str, Any]], line: Callable[[dict[str, Any]], str]
+) -> None:
     if as_json:
         json.dump(results, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
@@ -206,10 +239,16 @@ def _status_line(r: dict[str, Any]) -> str:
     if r["error"] and not r["template_version"]:
         return f"{r['path']}: error: {r['error']}"
     drift = r["drift"]
-    shown = ("unknown" if drift is None else
-             ", ".join(f"{d['state']} {d['path']}" for d in drift) or "none")
-    line = (f"{r['path']}: {r['template_version']} (latest {r['latest']}, {r['behind']} behind), "
-            f"drift: {shown}")
+    if r["error"]:
+        shown = "not checked"
+    elif drift is None:
+        shown = "unknown (no ownership map at this version)"
+    else:
+        shown = ", ".join(f"{d['state']} {d['path']}" for d in drift) or "none"
+    line = (
+        f"{r['path']}: {r['template_version']} (latest {r['latest']}, {r['behind']} behind), "
+        f"drift: {shown}"
+    )
     return line + (f"; error: {r['error']}" if r["error"] else "")
 
 
@@ -218,7 +257,9 @@ def _plan_line(r: dict[str, Any]) -> str:
         return f"{r['path']}: error: {r['error']}"
     extra = f" in {', '.join(r['conflicts'])}" if r["conflicts"] else ""
     migrations = f"; migrations: {len(r['migrations'])}" if r["migrations"] else ""
-    return f"{r['path']}: {r['template_version']} -> {r['target']}: {r['outcome']}{extra}{migrations}"
+    return (
+        f"{r['path']}: {r['template_version']} -> {r['target']}: {r['outcome']}{extra}{migrations}"
+    )
 
 
 def _update_line(r: dict[str, Any]) -> str:

@@ -73,15 +73,20 @@ def body(template: Template, facts: UpdateFacts, crossed: list[Release]) -> str:
         "",
     ]
     lines += _attention(changelog, crossed)
-    lines += _list("Migrations run", [f"{m['version'] or 'every update'}: `{m['command']}`"
-                                      for m in facts.migrations])
-    lines += _list("Conflicts (resolve the markers, then `git add`)",
-                   [f"`{path}`" for path in facts.conflicts])
+    lines += _list(
+        "Migrations run",
+        [f"{m['version'] or 'every update'}: `{m['command']}`" for m in facts.migrations],
+    )
+    lines += _list(
+        "Conflicts (resolve the markers, then `git add`)", [f"`{path}`" for path in facts.conflicts]
+    )
     lines += _list("Checks", [f"`{name}`: {result}" for name, result in facts.checks.items()])
     lines += ["## Releases crossed", ""]
     for release in reversed(crossed):
-        lines += [_demote(changelog.get(release.tag, f"## {release.tag}\n\n(no changelog entry)")),
-                  ""]
+        lines += [
+            _demote(changelog.get(release.tag, f"## {release.tag}\n\n(no changelog entry)")),
+            "",
+        ]
     notes = upgrade_notes(upgrading, [r.tag for r in crossed])
     if notes:
         lines += ["## Upgrade notes", "", *[_demote(n) for n in notes], ""]

@@ -74,9 +74,7 @@ class Ownership:
 
     def owners(self, path: str) -> list[str]:
         """Every list (``template_owned``, ``team_owned``, ``shared``) that ``path`` matches."""
-        return [
-            kind for kind in KINDS if any(globmatch(path, p) for p in getattr(self, kind))
-        ]
+        return [kind for kind in KINDS if any(globmatch(path, p) for p in getattr(self, kind))]
 
 
 def parse(text: str) -> Ownership:

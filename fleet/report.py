@@ -11,7 +11,8 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 _CSS = """
-body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:70rem;color:#1d2430;padding:0 1rem}
+body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:70rem;color:#1d2430;
+padding:0 1rem}
 h1{font-size:1.6rem;margin:0 0 .3rem}h2{font-size:1.15rem;margin:2rem 0 .6rem}
 .meta{color:#5b6473}.cards{display:flex;gap:1rem;flex-wrap:wrap;margin:1rem 0}
 .card{border:1px solid #d8dde6;border-radius:8px;padding:.6rem 1rem;min-width:9rem}
@@ -47,7 +48,8 @@ def version_chart(statuses: list[dict[str, Any]]) -> str:
         length = max(2, round((width - left - 60) * counts[label] / most))
         colour = "#2f7d4f" if label == latest else "#c7772a" if label != "unreadable" else "#a3261b"
         parts += [
-            f'<text x="{left - 8}" y="{y + bar * 0.65:.0f}" text-anchor="end">{escape(label)}</text>',
+            f'<text x="{left - 8}" y="{y + bar * 0.65:.0f}" text-anchor="end">'
+            f"{escape(label)}</text>",
             f'<rect class="bar" x="{left}" y="{y}" width="{length}" height="{bar}" rx="3" '
             f'fill="{colour}"><title>{escape(label)}: {counts[label]}</title></rect>',
             f'<text x="{left + length + 6}" y="{y + bar * 0.65:.0f}">{counts[label]}</text>',
@@ -56,7 +58,9 @@ def version_chart(statuses: list[dict[str, Any]]) -> str:
     return "".join(parts)
 
 
-def hotspots(statuses: list[dict[str, Any]], plans: list[dict[str, Any]]) -> list[tuple[str, int, int]]:
+def hotspots(
+    statuses: list[dict[str, Any]], plans: list[dict[str, Any]]
+) -> list[tuple[str, int, int]]:
     """(file, services drifting in it, services conflicting in it), most affected first: the
     template files teams keep changing, which the platform team should make configurable."""
     drifted: Counter[str] = Counter()
@@ -90,7 +94,8 @@ def render_html(
         "<h1>Service fleet: template report</h1>",
         f'<p class="meta">Generated {escape(generated)}. Conflicts are predicted by '
         f"<code>fleet plan --to {escape(target or 'n/a')}</code>.</p>"
-        if target else f'<p class="meta">Generated {escape(generated)}. Conflicts not planned.</p>',
+        if target
+        else f'<p class="meta">Generated {escape(generated)}. Conflicts not planned.</p>',
         '<div class="cards">'
         + "".join(f"<div class=card><b>{escape(str(v))}</b>{k}</div>" for k, v in cards)
         + "</div>",
@@ -127,10 +132,15 @@ def _service_table(statuses: list[dict[str, Any]], plans: dict[str, dict[str, An
         plan = plans.get(s["path"], {})
         drift = s["drift"]
         drift_cell = (
-            "unknown (no ownership map)" if drift is None and s["template_version"] and not s["error"]
-            else "" if drift is None
-            else "<span class=ok>none</span>" if not drift
-            else "<br>".join(f"{escape(d['state'])}: <code>{escape(d['path'])}</code>" for d in drift)
+            "unknown (no ownership map)"
+            if drift is None and s["template_version"] and not s["error"]
+            else ""
+            if drift is None
+            else "<span class=ok>none</span>"
+            if not drift
+            else "<br>".join(
+                f"{escape(d['state'])}: <code>{escape(d['path'])}</code>" for d in drift
+            )
         )
         outcome = plan.get("outcome", "")
         if plan.get("conflicts"):

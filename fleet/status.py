@@ -33,7 +33,9 @@ def empty_result(path: Path) -> dict[str, Any]:
     }
 
 
-def status_one(path: Path, template_for: TemplateFor, now: datetime | None = None) -> dict[str, Any]:
+def status_one(
+    path: Path, template_for: TemplateFor, now: datetime | None = None
+) -> dict[str, Any]:
     """Status of one service. Never raises for the service's own problems: they go in
     ``error``, with whatever could be read before the problem filled in."""
     result = empty_result(path)

@@ -254,7 +254,7 @@ def show_file(repo: Path, commit: str, path: str) -> str | None:
     return result.stdout.decode("utf-8", "replace") if result.returncode == 0 else None
 
 
-class redirect_output:  # noqa: N801 - used like contextlib's redirect_stdout
+class redirect_output:
     """Send file descriptors 1 and 2 to a log while Copier runs: its tasks and migrations are
     subprocesses that print, and stdout must stay pure JSON with --json. ``text`` holds what
     they printed, for error messages."""

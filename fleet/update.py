@@ -177,8 +177,13 @@ def _run_checks(path: Path, result: dict[str, Any], timeout: float) -> list[str]
     for target in CHECKS:
         try:
             done = subprocess.run(
-                ["make", target], cwd=path, env=env, capture_output=True, text=True,
-                timeout=timeout, check=False,
+                ["make", target],
+                cwd=path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
             )
         except subprocess.TimeoutExpired:
             result["checks"][f"make {target}"] = f"timed out after {timeout:.0f} s"
@@ -188,8 +193,9 @@ def _run_checks(path: Path, result: dict[str, Any], timeout: float) -> list[str]
             result["checks"][f"make {target}"] = "passed"
             continue
         tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
-        reason = f"make {target} failed ({done.returncode})" + (f": {' | '.join(tail)}" if tail
-                                                                else "")
+        reason = f"make {target} failed ({done.returncode})" + (
+            f": {' | '.join(tail)}" if tail else ""
+        )
         result["checks"][f"make {target}"] = "failed"
         failures.append(reason)
     return failures
@@ -203,9 +209,14 @@ def _commit(
     git(path, "add", "--all")
     stat = git(path, "diff", "--cached", "--stat")
     facts = notes.UpdateFacts(
-        src=src, current=current, target=target, outcome=result["outcome"],
-        migrations=result["migrations"], conflicts=result["conflicts"],
-        checks=result["checks"], diffstat=stat,
+        src=src,
+        current=current,
+        target=target,
+        outcome=result["outcome"],
+        migrations=result["migrations"],
+        conflicts=result["conflicts"],
+        checks=result["checks"],
+        diffstat=stat,
     )
     text = notes.body(template, facts, template.crossed_releases(current, target))
     title = f"Update the service template to {result['target']}"
@@ -215,16 +226,27 @@ def _commit(
     body_file.write_text(f"{text}\n")
     name, email = COMMIT_IDENTITY
     git(
-        path, "-c", f"user.name={name}", "-c", f"user.email={email}", "-c", "commit.gpgsign=false",
-        "commit", "--quiet", "--no-verify", "--allow-empty", "-m", title, "-m", text,
+        path,
+        "-c",
+        f"user.name={name}",
+        "-c",
+        f"user.email={email}",
+        "-c",
+        "commit.gpgsign=false",
+        "commit",
+        "--quiet",
+        "--no-verify",
+        "--allow-empty",
+        "-m",
+        title,
+        "-m",
+        text,
     )
     result["commit"] = git(path, "rev-parse", "HEAD").strip()
     result["pr_body"] = str(body_file)
 
 
-def open_pull_request(
-    path: Path, result: dict[str, Any], base: str, tool: str
-) -> dict[str, Any]:
+def open_pull_request(path: Path, result: dict[str, Any], base: str, tool: str) -> dict[str, Any]:
     """Push the branch (when there is an `origin`) and open the pull request with gh or glab.
     Problems are recorded, never raised: the update itself is done and committed."""
     chosen = _pr_tool(tool)
@@ -235,11 +257,34 @@ def open_pull_request(
     if git(path, "remote").split().count("origin"):
         git(path, "push", "--quiet", "--set-upstream", "origin", branch, check=False)
     if chosen == "gh":
-        command = ["gh", "pr", "create", "--head", branch, "--base", base, "--title", title,
-                   "--body-file", str(body)]
+        command = [
+            "gh",
+            "pr",
+            "create",
+            "--head",
+            branch,
+            "--base",
+            base,
+            "--title",
+            title,
+            "--body-file",
+            str(body),
+        ]
     else:
-        command = ["glab", "mr", "create", "--source-branch", branch, "--target-branch", base,
-                   "--title", title, "--description", body.read_text(), "--yes"]
+        command = [
+            "glab",
+            "mr",
+            "create",
+            "--source-branch",
+            branch,
+            "--target-branch",
+            base,
+            "--title",
+            title,
+            "--description",
+            body.read_text(),
+            "--yes",
+        ]
     done = subprocess.run(command, cwd=path, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return {"tool": chosen, "error": (done.stderr or done.stdout).strip()[-500:]}
