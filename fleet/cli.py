@@ -61,11 +61,20 @@ class Templates:
     def __init__(self, override: str | None, cache_dir: Path | None, workdir: Path) -> None:
         self.override, self.cache_dir, self.workdir = override, cache_dir, workdir
         self.known: dict[str, Template] = {}
+        self.unreadable: dict[str, FleetError] = {}
 
     def __call__(self, src: str) -> Template:
+        """The template at ``src``; one that cannot be read fails once, then every service that
+        records it gets the same error without another clone attempt."""
         key = self.override or src
+        if key in self.unreadable:
+            raise self.unreadable[key]
         if key not in self.known:
-            self.known[key] = Template(key, self.workdir, self.cache_dir)
+            try:
+                self.known[key] = Template(key, self.workdir, self.cache_dir)
+            except FleetError as error:
+                self.unreadable[key] = error
+                raise
         return self.known[key]
 
     @property
@@ -121,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="R",
         help="stop after a wave where more than this fraction failed (0-1)",
+    )
+    update.add_argument(
+        "--jobs", type=int, default=1, help="services of a wave updated at the same time"
     )
     update.add_argument("--open-pr", action="store_true", help="open pull requests (gh or glab)")
     update.add_argument("--pr-tool", choices=["auto", "gh", "glab"], default="auto")
@@ -191,7 +203,14 @@ def _plan(
 def _update(
     args: argparse.Namespace, paths: list[Path], templates: Templates, progress: Progress
 ) -> int:
-    options = Options(args.to, args.wave_size, args.max_failure_rate, args.open_pr, args.pr_tool)
+    options = Options(
+        args.to,
+        args.wave_size,
+        args.max_failure_rate,
+        args.open_pr,
+        args.pr_tool,
+        jobs=args.jobs,
+    )
     results, stopped = update_all(paths, options, templates, progress.step)
     progress.done()
     _emit(args.json, results, _update_line)

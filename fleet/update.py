@@ -13,7 +13,9 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ TemplateFor = Callable[[str], Template]
 CHECKS = ("lint", "test")
 # A service's make must not inherit the caller's make variables (when fleet runs under make).
 _MAKE_VARIABLES = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")
-COMMIT_IDENTITY = ("fleet", "fleet@localhost")
+COMMIT_IDENTITY = ("fleet", "fleet@localhost.invalid")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class Options:
     open_pr: bool = False
     pr_tool: str = "auto"  # auto, gh or glab
     check_timeout: float = 1800
+    jobs: int = 1  # services of a wave updated at the same time
 
 
 def empty_result(path: Path) -> dict[str, Any]:
@@ -70,13 +73,41 @@ def update_all(
         if stopped:
             results += [_not_attempted(path, stopped) for path in wave]
             continue
+        done = _run_wave(wave, options, template_for, on_step)
+        results += done
+        stopped = _verdict(done, options.max_failure_rate, start // max(1, options.wave_size) + 1)
+    return results, stopped
+
+
+# The templates of the run, for the wave's worker processes (forked, so they inherit it).
+_TEMPLATES: list[TemplateFor] = []
+
+
+def _run_wave(
+    wave: list[Path],
+    options: Options,
+    template_for: TemplateFor,
+    on_step: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Update a wave's services, ``options.jobs`` at a time. Worker processes, not threads:
+    Copier changes the process's working directory while it works."""
+    if options.jobs <= 1 or len(wave) <= 1:
         done = []
         for path in wave:
             on_step(path.name)
             done.append(update_one(path, options, template_for))
-        results += done
-        stopped = _verdict(done, options.max_failure_rate, start // max(1, options.wave_size) + 1)
-    return results, stopped
+        return done
+    _TEMPLATES[:] = [template_for]
+    with ProcessPoolExecutor(max_workers=options.jobs, mp_context=get_context("fork")) as pool:
+        done = []
+        for path, result in zip(wave, pool.map(_worker, wave, [options] * len(wave)), strict=True):
+            on_step(path.name)
+            done.append(result)
+        return done
+
+
+def _worker(path: Path, options: Options) -> dict[str, Any]:
+    return update_one(path, options, _TEMPLATES[0])
 
 
 def _verdict(wave: list[dict[str, Any]], limit: float, number: int) -> str | None:
@@ -159,6 +190,9 @@ def _update_on_branch(
         result.update(outcome="failed", error=str(error))
         return
     result["conflicts"] = conflicts(path)
+    # Stage the update now: the commit holds exactly what the update did, never what the
+    # checks leave behind (caches, reports), which is cleaned away afterwards.
+    git(path, "add", "--all")
     failures = _run_checks(path, result, options.check_timeout)
     if result["conflicts"]:
         result["outcome"] = "conflicts"
@@ -204,9 +238,8 @@ def _run_checks(path: Path, result: dict[str, Any], timeout: float) -> list[str]
 def _commit(
     path: Path, result: dict[str, Any], template: Template, src: str, current: str, target: str
 ) -> None:
-    """Commit everything the update left (conflict markers included, as a reviewable state),
-    with the pull-request body as the message, and keep the body next to the repository."""
-    git(path, "add", "--all")
+    """Commit the staged update (conflict markers included, as a reviewable state), with the
+    pull-request body as the message, and keep the body in the repository's git directory."""
     stat = git(path, "diff", "--cached", "--stat")
     facts = notes.UpdateFacts(
         src=src,
@@ -224,15 +257,9 @@ def _commit(
     body_file = git_dir / "template-update" / f"{result['target']}.md"
     body_file.parent.mkdir(parents=True, exist_ok=True)
     body_file.write_text(f"{text}\n")
-    name, email = COMMIT_IDENTITY
     git(
         path,
-        "-c",
-        f"user.name={name}",
-        "-c",
-        f"user.email={email}",
-        "-c",
-        "commit.gpgsign=false",
+        *_identity(path),
         "commit",
         "--quiet",
         "--no-verify",
@@ -244,6 +271,14 @@ def _commit(
     )
     result["commit"] = git(path, "rev-parse", "HEAD").strip()
     result["pr_body"] = str(body_file)
+
+
+def _identity(path: Path) -> list[str]:
+    """The committer git is configured with; a neutral one only where none is (CI runners)."""
+    if git(path, "config", "user.email", check=False).strip():
+        return []
+    name, email = COMMIT_IDENTITY
+    return ["-c", f"user.name={name}", "-c", f"user.email={email}"]
 
 
 def open_pull_request(path: Path, result: dict[str, Any], base: str, tool: str) -> dict[str, Any]:

@@ -326,7 +326,7 @@ def measure(copies: int) -> None:
         _, warm_time = _fleet_json(["status", *paths], root / "cache")
         _, cached_time = _fleet_json(["status", *paths], root / "cache")
         plan, plan_time = _fleet_json(["plan", "--to", LATEST, "--jobs", "2", *paths])
-        _, plan_cached = _fleet_json(["plan", "--to", LATEST, *paths], root / "cache")
+        _fleet_json(["plan", "--to", LATEST, "--jobs", "2", *paths], root / "cache")  # fill
         _, plan_cached = _fleet_json(["plan", "--to", LATEST, *paths], root / "cache")
         by_path = {Path(r["path"]): r for r in status}
         drift_ok = sum(
@@ -341,7 +341,9 @@ def measure(copies: int) -> None:
             for t in fleet
             if plans[t.path]["outcome"] == t.plan and plans[t.path]["conflicts"] == t.conflicts
         )
-        renders = len({(r["template_version"], json.dumps(r["answers"])) for r in status})
+        renders = len(
+            {(r["commit"], json.dumps(r["answers"])) for r in status if r["error"] is None}
+        )
         print(f"services: {len(fleet)}, distinct (version, answers) pairs: {renders}")
         print(
             f"status: {status_time:.1f} s (cold), {warm_time:.1f} s (filling the disk cache), "
@@ -359,7 +361,7 @@ def measure(copies: int) -> None:
             f"{plan_cached:.1f} s with the disk cache warm"
         )
         print(f"drift exact: {drift_ok}/{len(fleet)}; plan exact: {plan_ok}/{len(fleet)}")
-        print(f"cpus: {os.cpu_count()}")
+        print(f"cpus: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import yaml
 from fleet.cli import repositories
 from fleet.ownership import globmatch, parse
 from tests.fleet_synthetic import LATEST, Truth, build_fleet, build_template
-from tests.support import REPO_ROOT, git
+from tests.support import REPO_ROOT, commit_all, git, init_repo
 
 pytestmark = pytest.mark.xdist_group("fleet")
 
@@ -237,11 +237,12 @@ def test_a_ref_that_does_not_exist_is_reported_per_service(fleet: list[Truth]) -
     assert all(not git(t.path, "branch", "--list", "template-update/*") for t in services)
 
 
-def test_progress_goes_to_stderr_only_when_asked(fleet: list[Truth]) -> None:
+def test_progress_goes_to_stderr_only_when_asked(fleet: list[Truth], scratch: Path) -> None:
     paths = [str(t.path) for t in fleet[10:13]]
-    quiet = fleet_cli("status", "--json", *paths)
+    cache = ["--cache-dir", str(scratch / "cache")]
+    quiet = fleet_cli("status", "--json", *cache, *paths)
     assert quiet.stderr == "" and len(json.loads(quiet.stdout)) == 3
-    loud = fleet_cli("status", "--json", "--progress", *paths)
+    loud = fleet_cli("status", "--json", "--progress", *cache, *paths)
     assert "[3/3] status" in loud.stderr and len(json.loads(loud.stdout)) == 3
 
 
@@ -308,6 +309,8 @@ def test_update_does_what_plan_predicted_on_a_branch(
         "100",
         "--max-failure-rate",
         "1",
+        "--jobs",
+        "2",
         "--open-pr",
         *[str(t.path) for t in chosen],
         env=env,
@@ -367,6 +370,8 @@ def test_waves_stop_after_a_wave_that_fails_too_often(fleet: list[Truth]) -> Non
         "2",
         "--max-failure-rate",
         "0.4",
+        "--jobs",
+        "2",
         *[str(t.path) for t in order],
     )
     assert done.returncode == 1
@@ -440,3 +445,28 @@ def test_report_renders_in_a_headless_browser(
     shot = tmp_path / "report.png"
     browse(output, f"--screenshot={shot}", "--window-size=1200,1400", profile=tmp_path / "p2")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_glab_opens_a_merge_request_with_the_body(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GitLab path of --open-pr: no origin remote, so nothing is pushed; glab gets the
+    branches, the title and the body."""
+    from fleet.update import open_pull_request
+
+    service = init_repo(tmp_path / "svc")
+    commit_all(service, "Render")
+    branch = f"template-update/{LATEST}"
+    git(service, "branch", branch)
+    body = tmp_path / "body.md"
+    body.write_text("the body\n")
+    (tmp_path / "glab").write_text(GH_STAND_IN)
+    (tmp_path / "glab").chmod(stat.S_IRWXU)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("RECORD_DIR", str(tmp_path))
+    result = {"branch": branch, "pr_body": str(body), "target": LATEST}
+    opened = open_pull_request(service, result, "main", "glab")
+    assert opened == {"tool": "glab", "url": "https://example.invalid/pull/1", "error": None}
+    args = (tmp_path / "svc.args").read_text().splitlines()
+    assert args[:6] == ["mr", "create", "--source-branch", branch, "--target-branch", "main"]
+    assert args[args.index("--description") + 1] == "the body" and args[-1] == "--yes"
