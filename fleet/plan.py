@@ -115,11 +115,13 @@ def prepare(path: Path, ref: str, template_for: TemplateFor) -> tuple[Service, T
 
 def _trial(path: Path, ref: str) -> dict[str, Any]:
     """Run the update in a throwaway clone of ``path``; return conflicts and changed files.
-    Runs in a worker process (Copier changes the working directory while it works)."""
+    Runs in a worker process (Copier changes the working directory while it works). The clone
+    borrows the service's objects (--shared: nothing copied, any file system) and only adds its
+    own, so the service is never written to."""
     scratch = Path(tempfile.mkdtemp(prefix="fleet-plan-"))
     try:
         clone = scratch / path.name
-        git(scratch, "clone", "--quiet", "--local", str(path), str(clone))
+        git(scratch, "clone", "--quiet", "--shared", str(path), str(clone))
         apply_update(clone, ref)
         changed = git(clone, "status", "--porcelain", "-z", "--untracked-files=all")
         return {

@@ -279,6 +279,17 @@ def test_plan_is_exact_for_every_service(
     assert all(git(t.path, "status", "--porcelain") == "" for t in fleet if not t.error)
 
 
+def test_plan_works_when_scratch_and_service_are_on_different_file_systems(
+    fleet: list[Truth], plan: dict[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The fleet lives in memory when it can; a scratch directory on disk then sits on another
+    file system, where a hard-linking clone would fail."""
+    service = next(t for t in fleet if t.version == "1.0.0" and t.kind == "conflict")
+    (result,) = fleet_json("plan", "--to", LATEST, str(service.path), env={"TMPDIR": str(tmp_path)})
+    assert (result["outcome"], result["conflicts"]) == ("conflicts", ["pyproject.toml"]), result
+    assert result == plan[service.path]
+
+
 GH_STAND_IN = """#!/bin/sh
 printf '%s\\n' "$@" > "$RECORD_DIR/$(basename "$PWD").args"
 echo "https://example.invalid/pull/1"
