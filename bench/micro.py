@@ -68,7 +68,10 @@ class Bench:
         self.pkg = package
         self.mod = {
             name: importlib.import_module(f"{package}.{name}")
-            for name in ("main", "settings", "http_client", "transport", "middleware", "log")
+            for name in ("main", "settings")
+        } | {
+            name: importlib.import_module(f"{package}.core.{name}")
+            for name in ("http_client", "transport", "middleware", "log")
         }
         self.log_stream = io.StringIO()
 

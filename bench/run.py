@@ -384,9 +384,9 @@ def fd_check(
 # --- profile -------------------------------------------------------------------------------
 
 _CATEGORIES = [
-    (f"{PACKAGE}/transport", "template: outbound chain (transport.py)"),
-    (f"{PACKAGE}/http_client", "template: aiohttp pool adapter (http_client.py)"),
-    (f"{PACKAGE}/middleware", "template: request middleware"),
+    (f"{PACKAGE}/core/transport", "template: outbound chain (transport.py)"),
+    (f"{PACKAGE}/core/http_client", "template: aiohttp pool adapter (http_client.py)"),
+    (f"{PACKAGE}/core/middleware", "template: request middleware"),
     (f"{PACKAGE}/", "template: other modules"),
     ("stamina", "stamina + tenacity (retry loop)"),
     ("tenacity", "stamina + tenacity (retry loop)"),

@@ -83,7 +83,7 @@ def test_own_client_fails_lint(project: Path, source: str, banned: str) -> None:
 
 
 def test_client_module_is_the_one_exception(project: Path) -> None:
-    source = (project / "src/my_service/http_client.py").read_text()
+    source = (project / "src/my_service/core/http_client.py").read_text()
     # It names the banned classes (the shared client subclasses httpx.AsyncClient, the pool
     # builds an aiohttp.ClientSession), and lint passes there.
     assert "(httpx.AsyncClient)" in source

@@ -39,6 +39,7 @@ BAD_ANSWERS: list[tuple[dict[str, Any], str]] = [
     ({"http_port": "http"}, "is not a port number"),
     ({"http_port": "-1"}, "is not a port number"),
     ({"ci_provider": "jenkins"}, "Invalid choice"),
+    ({"deploy": "helm"}, "Invalid choice"),
 ]
 
 

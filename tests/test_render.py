@@ -73,11 +73,11 @@ def test_answers_change_what_is_rendered(tmp_path: Path) -> None:
     )
     assert (full / "src/my_service/users.py").exists()
     assert not (bare / "src/my_service/users.py").exists()
-    assert (full / "src/my_service/metrics.py").exists()
-    assert not (bare / "src/my_service/metrics.py").exists()
+    assert (full / "src/my_service/core/metrics.py").exists()
+    assert not (bare / "src/my_service/core/metrics.py").exists()
     assert "prometheus-client" not in (bare / "pyproject.toml").read_text()
     assert "otlp" not in (bare / "pyproject.toml").read_text()
-    assert "otlp" not in (bare / "src/my_service/tracing.py").read_text().lower()
+    assert "otlp" not in (bare / "src/my_service/core/tracing.py").read_text().lower()
     assert (full / ".github/workflows/ci.yml").exists()
     assert not (bare / ".github").exists()
     assert not (bare / ".gitlab-ci.yml").exists()
@@ -89,7 +89,7 @@ def test_answers_change_what_is_rendered(tmp_path: Path) -> None:
 def test_named_answers_reach_the_render(tmp_path: Path) -> None:
     project = render(tmp_path / "svc", VARIANTS["named"])
     assert (project / "src/orders_api/__init__.py").exists()
-    settings = (project / "src/orders_api/settings.py").read_text()
+    settings = (project / "src/orders_api/core/settings.py").read_text()
     assert 'env_prefix="ORDERS_API_"' in settings
     assert 'SERVICE_NAME = "orders-api"' in settings
     assert "Field(9000," in settings

@@ -6,8 +6,9 @@ there; this repository's own tags are never needed.
 - ``OLD`` (0.0.1): a synthetic earlier version, the working tree with a few changes reversed: the
   runbook at its old name ``RUNBOOK.md`` (so the 0.1.0 migration has work to do), another value
   on one line of ``.env.example`` (the conflict scenario edits that line), the README without its
-  `make update` row, and an extra comment line at the top of ``main.py``, ``settings.py`` and
-  ``pyproject.toml`` (so that the template changes the files the customizations touch too).
+  `make update` row, and an extra comment line at the top of ``main.py``, ``core/settings.py``
+  and ``pyproject.toml`` (so that the template changes the shared files the customizations touch
+  too; team-owned files are never changed by an update, so OLD keeps them as they are).
 - a pre-release commit before ``OLD``, never tagged: services rendered before the first tag have
   such a commit recorded.
 - ``NEW``: the working tree, tagged with the newest version CHANGELOG.md or a migration names.
@@ -116,7 +117,7 @@ def make_synthetic_old(tree: Path) -> None:
     _resub(template / "README.md.jinja", r"^\| `make update` \|.*\n", "")
     package = template / "src/{{package_name}}"
     _prepend(package / "main.py.jinja", "# The application factory.")
-    _prepend(package / "settings.py.jinja", "# Settings: .env.example lists every one.")
+    _prepend(package / "core/settings.py.jinja", "# Settings: .env.example lists every one.")
     _prepend(template / "pyproject.toml.jinja", "# The service's metadata, dependencies and tools.")
 
 
@@ -234,24 +235,42 @@ def test_the_changed_default_holds() -> None:
 README_EDIT = "Called by the checkout and billing services; see docs/runbook.md for on-call.\n\n"
 RUNBOOK_EDIT = "- Who is paged, and where: the orders on-call rotation, #orders-oncall"
 LOCAL_ENV = "# A developer's local settings: never committed, never overwritten.\nLOCAL_ONLY=1\n"
+DEPENDENCY_MARKER = (
+    "    # Your service's own dependencies go below this line (the template never edits them).\n"
+)
 
 
 def customize(project: Path, runbook: str) -> None:
-    """The customized scenario's edits: an added route, a changed settings default, an added
-    dependency, an edited README section, a filled-in runbook line and a local .env."""
+    """The customized scenario's edits, each where docs/architecture.md says it goes: an added
+    route (a module of its own, included in service.py), a changed platform default (overridden
+    in settings.py), an added dependency (the team's part of pyproject.toml), an edited README
+    section, a filled-in runbook line and a local .env."""
     package = project / "src" / PACKAGE
     (package / "greetings.py").write_text(GREETINGS_MODULE)
     (project / "tests/test_greetings.py").write_text(GREETINGS_TEST)
-    _replace(package / "main.py", "from . import health\n", "from . import greetings, health\n")
     _replace(
-        package / "main.py",
-        "    app.include_router(health.router)\n",
-        "    app.include_router(health.router)\n    app.include_router(greetings.router)\n",
+        package / "service.py",
+        "from .users import router as users_router\n",
+        "from .greetings import router as greetings_router\n"
+        "from .users import router as users_router\n",
     )
-    _resub(
-        package / "settings.py", r"(graceful_shutdown_timeout: int = Field\(\s*)20\b", r"\g<1>45"
+    _replace(
+        package / "service.py",
+        "    app.include_router(users_router)\n",
+        "    app.include_router(users_router)\n    app.include_router(greetings_router)\n",
     )
-    _resub(project / "pyproject.toml", r'^(\s*"fastapi[^"\n]*",\n)', '\\g<1>    "anyio>=4",\n')
+    _replace(
+        package / "settings.py",
+        "from pydantic import AnyHttpUrl\n",
+        "from pydantic import AnyHttpUrl, Field\n",
+    )
+    _replace(
+        package / "settings.py",
+        "    users_service: UsersServiceSettings = UsersServiceSettings()\n",
+        "    users_service: UsersServiceSettings = UsersServiceSettings()\n"
+        "    graceful_shutdown_timeout: int = Field(45, gt=0)\n",
+    )
+    _replace(project / "pyproject.toml", DEPENDENCY_MARKER, DEPENDENCY_MARKER + '    "anyio>=4",\n')
     _replace(project / "README.md", "## Endpoints\n\n", "## Endpoints\n\n" + README_EDIT)
     _replace(project / runbook, "- Who is paged, and where: _fill in_", RUNBOOK_EDIT)
     (project / ".env").write_text(LOCAL_ENV)
@@ -331,7 +350,8 @@ def test_b_customized_service_keeps_its_edits_without_conflicts(
     assert "_LOG_LEVEL=INFO\n" in (project / ".env.example").read_text()
     # The edits, spelled out.
     assert (
-        "app.include_router(greetings.router)" in (project / "src/my_service/main.py").read_text()
+        "app.include_router(greetings_router)"
+        in (project / "src/my_service/service.py").read_text()
     )
     assert '"anyio>=4",' in (project / "pyproject.toml").read_text()
     assert README_EDIT in (project / "README.md").read_text()
@@ -564,7 +584,7 @@ def test_exclude_keeps_template_only_files_out(snapshot: Path, tmp_path: Path) -
     # Only template/ renders: none of the template repository's own files reach a service.
     for name in ("copier.yml", "hooks", "includes", "CHANGELOG.md", ".ci", "tests/test_update.py"):
         assert not (project / name).exists(), name
-    assert sorted(p.name for p in (project / "docs").iterdir()) == ["runbook.md"]
+    assert sorted(p.name for p in (project / "docs").iterdir()) == ["architecture.md", "runbook.md"]
 
 
 def test_min_copier_version_copies_and_updates_the_template(
@@ -670,6 +690,10 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     clear_tree(repo)
     copy_working_tree(repo)
     head = commit_all(repo, "The working tree")
+    if release_commit(NEW) is None:
+        # The working tree is cutting NEW: tag it, so that updates to it run NEW's migrations
+        # (Copier runs a migration only when the version updated to is at least its version).
+        git(repo, "tag", NEW, head)
     return repo, head
 
 
@@ -693,3 +717,116 @@ def test_g_every_released_version_updates_to_head(
     assert (updated.unmerged, updated.markers, updated.rejects) == ([], [], [])
     expected = copy_project(repo, tmp_path / "expected", head)
     assert _differences(project, expected) == []
+
+
+# --- 0.1.0 to the update-safe layout (0.2.0), customized as 0.1.0's docs said ------------------
+
+V010 = "0.1.0"
+# What 0.1.0's docs told a team to edit: a module of its own, its router in main.py, a setting in
+# settings.py (and its line in .env.example), a dependency, a README section.
+ORDERS_0_1_0 = '''"""The team's own module, added on 0.1.0."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
+
+
+@router.get("/orders/count")
+async def count() -> dict[str, int]:
+    return {"count": 3}
+'''
+# The files that 0.2.0 cannot merge for such a service, and why (docs/upgrading.md, "0.1.0 to
+# 0.2.0", says how to resolve each): main.py became the platform's three-line factory, and
+# settings.py became the team's seam, without the platform's classes around the team's field.
+EXPECTED_0_2_0_CONFLICTS = [f"src/{PACKAGE}/main.py", f"src/{PACKAGE}/settings.py"]
+
+
+def customize_as_0_1_0_docs_said(project: Path) -> None:
+    package = project / "src" / PACKAGE
+    (package / "orders.py").write_text(ORDERS_0_1_0)
+    _replace(package / "main.py", "from . import health\n", "from . import health, orders\n")
+    _replace(
+        package / "main.py",
+        "    app.include_router(health.router)\n",
+        "    app.include_router(health.router)\n    app.include_router(orders.router)\n",
+    )
+    _replace(
+        package / "settings.py",
+        "    tracing: TracingSettings = TracingSettings()\n",
+        "    tracing: TracingSettings = TracingSettings()\n    orders_page_size: int = 50\n",
+    )
+    _replace(
+        project / ".env.example",
+        "# Tracing: share of new root traces sampled",
+        "MY_SERVICE_ORDERS_PAGE_SIZE=50\n\n# Tracing: share of new root traces sampled",
+    )
+    _replace(project / "README.md", "## Endpoints\n\n", "## Endpoints\n\n" + README_EDIT)
+
+
+@pytest.fixture(scope="module")
+def from_0_1_0(history: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Updated:
+    repo, head = history
+    project = copy_project(repo, tmp_path_factory.mktemp("v010") / "svc", V010)
+    customize_as_0_1_0_docs_said(project)
+    commit_all(project, "Our changes, made as 0.1.0's docs said")
+    return _update_and_record(project, vcs_ref=head)
+
+
+@pytest.mark.xdist_group("history")
+def test_0_1_0_customized_service_keeps_every_edit_with_the_listed_conflicts(
+    from_0_1_0: Updated,
+) -> None:
+    project = from_0_1_0.project
+    package = project / "src" / PACKAGE
+    assert from_0_1_0.rejects == []
+    assert from_0_1_0.unmerged == EXPECTED_0_2_0_CONFLICTS
+    assert sorted({m.split(":")[0] for m in from_0_1_0.markers}) == EXPECTED_0_2_0_CONFLICTS
+    # The layout moved: the platform is in core/, the seams are there.
+    assert (package / "core/transport.py").is_file()
+    assert not (package / "transport.py").exists()
+    assert (package / "service.py").is_file()
+    # Every edit is kept: the module as it was, the router and the setting inside the markers
+    # (for the owner to move into service.py and Settings), the rest merged.
+    assert (package / "orders.py").read_text() == ORDERS_0_1_0
+    assert "app.include_router(orders.router)" in (package / "main.py").read_text()
+    assert "orders_page_size: int = 50" in (package / "settings.py").read_text()
+    assert "MY_SERVICE_ORDERS_PAGE_SIZE=50" in (project / ".env.example").read_text()
+    assert README_EDIT in (project / "README.md").read_text()
+
+
+@pytest.mark.xdist_group("history")
+@pytest.mark.render
+def test_0_1_0_customized_service_passes_its_checks_once_resolved_as_documented(
+    from_0_1_0: Updated,
+) -> None:
+    """The resolution docs/upgrading.md gives: take the template's main.py and settings.py, then
+    put the router in service.py and the setting in Settings."""
+    project = from_0_1_0.project
+    package = project / "src" / PACKAGE
+    git(
+        project,
+        "checkout",
+        "--theirs",
+        "--",
+        f"src/{PACKAGE}/main.py",
+        f"src/{PACKAGE}/settings.py",
+    )
+    _replace(
+        package / "service.py",
+        "from .users import router as users_router\n",
+        "from .orders import router as orders_router\nfrom .users import router as users_router\n",
+    )
+    _replace(
+        package / "service.py",
+        "    app.include_router(users_router)\n",
+        "    app.include_router(users_router)\n    app.include_router(orders_router)\n",
+    )
+    _replace(
+        package / "settings.py",
+        "    users_service: UsersServiceSettings = UsersServiceSettings()\n",
+        "    users_service: UsersServiceSettings = UsersServiceSettings()\n"
+        "    orders_page_size: int = 50\n",
+    )
+    git(project, "add", "--all")
+    assert conflict_markers(project) == []
+    _passes_its_own_checks(project)

@@ -6,8 +6,7 @@ import gc
 
 import uvicorn
 
-from .main import create_app
-from .settings import get_settings
+from .main import create_app, get_settings
 
 
 def main() -> None:

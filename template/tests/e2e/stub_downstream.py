@@ -3,7 +3,9 @@ in a bare Python container as well as on the host.
 
     python stub_downstream.py --port 8001
 
-Serves ``GET /users/{id}`` as the users service would. Control endpoints (under ``/_stub``):
+Serves the routes that ``stub_routes.py`` beside it declares (the service's own file: one route
+per downstream endpoint its e2e tests call; the example serves ``GET /users/{id}``). Control
+endpoints (under ``/_stub``):
 
 - ``POST /_stub/program`` with JSON ``{"fail_next": N, "status": 503, "delay": 0.5}``:
   answer the next N calls with ``status``; delay every call by ``delay`` seconds.
@@ -14,14 +16,32 @@ Serves ``GET /users/{id}`` as the users service would. Control endpoints (under 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
-_USER_PATH = re.compile(r"/users/(\d+)")
+
+def _load_routes() -> dict[str, Any]:
+    """``ROUTES`` of ``stub_routes.py`` beside this file, loaded by path: the stub runs as a
+    script, on the host and in a bare container, never as part of a package."""
+    spec = importlib.util.spec_from_file_location(
+        "stub_routes", Path(__file__).with_name("stub_routes.py")
+    )
+    if spec is None or spec.loader is None:  # pragma: no cover - the file ships with the stub
+        msg = "stub_routes.py is missing next to stub_downstream.py"
+        raise RuntimeError(msg)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    routes: dict[str, Any] = module.ROUTES
+    return routes
+
+
+ROUTES = [(re.compile(pattern), answer) for pattern, answer in _load_routes().items()]
 
 
 class _State:
@@ -92,12 +112,12 @@ class Handler(BaseHTTPRequestHandler):
         if failing:
             self._send_json(status, {"error": "programmed failure"})
             return
-        match = _USER_PATH.fullmatch(self.path)
-        if match is None:
-            self._send_json(404, {"error": "not found"})
-            return
-        user_id = int(match.group(1))
-        self._send_json(200, {"id": user_id, "name": f"User {user_id}"})
+        for pattern, answer in ROUTES:
+            match = pattern.fullmatch(self.path)
+            if match is not None:
+                self._send_json(*answer(match))
+                return
+        self._send_json(404, {"error": "not found"})
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ import yarl
 from fastapi import Depends, FastAPI, Request
 from opentelemetry import trace
 
-from .settings import HttpClientSettings, Settings
+from .settings import HttpClientSettings, PlatformSettings
 from .telemetry import NULL_OBSERVER, Observer
 from .transport import Downstreams, OutboundTransport
 
@@ -229,7 +229,7 @@ class _CookielessClient(httpx.AsyncClient):
 
 
 def build_http_client(
-    settings: Settings,
+    settings: PlatformSettings,
     *,
     tracer: trace.Tracer | None = None,
     observer: Observer = NULL_OBSERVER,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -298,33 +299,12 @@ class OutboundTransport(httpx.AsyncBaseTransport):
         deadline: float,
         timeouts: dict[str, float | None],
     ) -> httpx.Response:
-        permit = downstream.breaker.acquire()
-        remaining = deadline - self._clock()
-        if remaining <= 0:
-            downstream.breaker.release(permit)
-            raise DeadlineExceeded("deadline exceeded before the attempt", request=request)
-        # Clip every phase's timeout to the time left, so the deadline bounds the call.
-        request.extensions["timeout"] = {
-            phase: remaining if limit is None else min(limit, remaining)
-            for phase, limit in (timeouts or dict.fromkeys(_TIMEOUT_PHASES)).items()
-        }
-        method = request.method
+        """One attempt, step by step: admit it, send it inside a client span with the trace
+        headers, check the answer's size, account for it (breaker, span, metrics, log line),
+        then return it or raise ``_Retryable`` for the retry loop to decide on."""
+        permit = self._admit(request, downstream, deadline, timeouts)
         url = redact_url(request.url)
-        attributes: dict[str, Any] = {
-            "http.request.method": method,
-            "server.address": request.url.host,
-            "server.port": request.url.port or 0,
-            "url.full": url,
-        }
-        if attempt > 1:
-            attributes["http.request.resend_count"] = attempt - 1
-        with self._tracer.start_as_current_span(
-            method,
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
+        with self._client_span(request, url, attempt) as span:
             # The W3C propagator writes traceparent, and tracestate when the context has one.
             _propagator.inject(request.headers)
             started = time.perf_counter()
@@ -336,63 +316,144 @@ class OutboundTransport(httpx.AsyncBaseTransport):
                 downstream.breaker.release(permit)  # cancelled: no outcome to record
                 raise
             duration = time.perf_counter() - started
-            status = response.status_code
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > self._max_response_bytes:
-                await response.aclose()
-                downstream.breaker.record(permit, failure=True)
-                msg = f"declared response body of {declared} bytes exceeds the limit"
-                self._failed(
-                    request,
-                    host,
-                    downstream,
-                    None,
-                    ResponseTooLarge(msg, request=request),
-                    span,
-                    started,
-                    attempt,
-                    url,
-                )
-            assert isinstance(response.stream, httpx.AsyncByteStream)  # noqa: S101 - async transport
-            # The body gets until the deadline, and at least one read timeout after the headers.
-            read_timeout = timeouts.get("read")
-            body_deadline = (
-                deadline if read_timeout is None else max(deadline, self._clock() + read_timeout)
+            await self._refuse_oversized(
+                response, request, host, downstream, permit, span, started, attempt, url
             )
-            response.stream = _BoundedBody(
-                response.stream,
-                request,
-                limit=self._max_response_bytes,
-                deadline=body_deadline,
-                clock=self._clock,
-            )
-            downstream.breaker.record(
-                permit, failure=downstream.breaker.policy.counts_as_failure(status)
-            )
-            span.set_attribute("http.response.status_code", status)
-            if status >= 500:
-                span.set_status(Status(StatusCode.ERROR))
-            self._observer.outbound(host, method, str(status), duration)
-            log.info(
-                "outbound.response",
-                method=method,
-                url=url,
-                host=host,
-                status=status,
-                duration_ms=round(duration * 1000, 2),
-                attempt=attempt,
-            )
-            reason = retry_reason(downstream.retry, request, response=response)
-            if reason is None:
-                return response
-            # Read and release the connection now: this answer is either retried or returned.
-            await response.aread()
-            await response.aclose()
-            raise _Retryable(
-                reason,
-                response=response,
-                retry_after=parse_retry_after(response.headers.get("retry-after")),
-            )
+            self._bound_body(response, request, deadline, timeouts)
+            self._account(response, request, host, downstream, permit, span, duration, attempt, url)
+            return await self._returned_or_retryable(response, request, downstream)
+
+    def _admit(
+        self,
+        request: httpx.Request,
+        downstream: Downstream,
+        deadline: float,
+        timeouts: dict[str, float | None],
+    ) -> Permit:
+        """The breaker's permit for this attempt (``CircuitOpenError`` if none), and every
+        phase's timeout clipped to the time left, so that the deadline bounds the call."""
+        permit = downstream.breaker.acquire()
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            downstream.breaker.release(permit)
+            raise DeadlineExceeded("deadline exceeded before the attempt", request=request)
+        request.extensions["timeout"] = {
+            phase: remaining if limit is None else min(limit, remaining)
+            for phase, limit in (timeouts or dict.fromkeys(_TIMEOUT_PHASES)).items()
+        }
+        return permit
+
+    def _client_span(
+        self, request: httpx.Request, url: str, attempt: int
+    ) -> AbstractContextManager[trace.Span]:
+        """The attempt's CLIENT span, with OpenTelemetry's HTTP client attributes."""
+        attributes: dict[str, Any] = {
+            "http.request.method": request.method,
+            "server.address": request.url.host,
+            "server.port": request.url.port or 0,
+            "url.full": url,
+        }
+        if attempt > 1:
+            attributes["http.request.resend_count"] = attempt - 1
+        return self._tracer.start_as_current_span(
+            request.method,
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+
+    async def _refuse_oversized(
+        self,
+        response: httpx.Response,
+        request: httpx.Request,
+        host: str,
+        downstream: Downstream,
+        permit: Permit,
+        span: trace.Span,
+        started: float,
+        attempt: int,
+        url: str,
+    ) -> None:
+        """Fail the attempt, unread, when the declared body exceeds ``max_response_bytes``."""
+        declared = response.headers.get("content-length", "")
+        if not (declared.isdigit() and int(declared) > self._max_response_bytes):
+            return
+        await response.aclose()
+        downstream.breaker.record(permit, failure=True)
+        msg = f"declared response body of {declared} bytes exceeds the limit"
+        error = ResponseTooLarge(msg, request=request)
+        self._failed(request, host, downstream, None, error, span, started, attempt, url)
+
+    def _bound_body(
+        self,
+        response: httpx.Response,
+        request: httpx.Request,
+        deadline: float,
+        timeouts: dict[str, float | None],
+    ) -> None:
+        """Make reading the body obey the size limit and a deadline: the call's, and at least
+        one read timeout after the headers."""
+        assert isinstance(response.stream, httpx.AsyncByteStream)  # noqa: S101 - async transport
+        read_timeout = timeouts.get("read")
+        body_deadline = (
+            deadline if read_timeout is None else max(deadline, self._clock() + read_timeout)
+        )
+        response.stream = _BoundedBody(
+            response.stream,
+            request,
+            limit=self._max_response_bytes,
+            deadline=body_deadline,
+            clock=self._clock,
+        )
+
+    def _account(
+        self,
+        response: httpx.Response,
+        request: httpx.Request,
+        host: str,
+        downstream: Downstream,
+        permit: Permit,
+        span: trace.Span,
+        duration: float,
+        attempt: int,
+        url: str,
+    ) -> None:
+        """Record the answer: the breaker's outcome, the span's status, metrics, the log line."""
+        status = response.status_code
+        downstream.breaker.record(
+            permit, failure=downstream.breaker.policy.counts_as_failure(status)
+        )
+        span.set_attribute("http.response.status_code", status)
+        if status >= 500:
+            span.set_status(Status(StatusCode.ERROR))
+        self._observer.outbound(host, request.method, str(status), duration)
+        log.info(
+            "outbound.response",
+            method=request.method,
+            url=url,
+            host=host,
+            status=status,
+            duration_ms=round(duration * 1000, 2),
+            attempt=attempt,
+        )
+
+    @staticmethod
+    async def _returned_or_retryable(
+        response: httpx.Response, request: httpx.Request, downstream: Downstream
+    ) -> httpx.Response:
+        """The response, or ``_Retryable`` (its body read and its connection released) when
+        the policy retries its status."""
+        reason = retry_reason(downstream.retry, request, response=response)
+        if reason is None:
+            return response
+        await response.aread()
+        await response.aclose()
+        raise _Retryable(
+            reason,
+            response=response,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
 
     def _failed(
         self,

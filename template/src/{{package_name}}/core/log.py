@@ -24,7 +24,7 @@ import structlog
 from opentelemetry import trace
 from structlog.types import EventDict, Processor, WrappedLogger
 
-from .settings import Settings
+from .settings import PlatformSettings
 
 # Libraries that log one INFO line per request: ours already says it, with redaction.
 _QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "uvicorn.access")
@@ -93,7 +93,7 @@ def _output(*_: Any) -> _Output:
     return _OUTPUT
 
 
-def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
+def configure_logging(settings: PlatformSettings, stream: TextIO | None = None) -> None:
     """Configure structlog and stdlib logging for the process; safe to call again.
 
     ``stream`` defaults to stdout; tests pass a buffer to read the lines back.

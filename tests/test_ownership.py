@@ -1,0 +1,447 @@
+"""The update-safe layout: the ownership map, the drift report, and the promise that a template
+release never conflicts with a service customized in its own seams.
+
+``NEXT`` is a synthetic next release built from the working tree: it changes every
+template-owned file (a marker line in each) and the template's parts of the shared files (a
+platform setting in .env.example, a platform dependency in pyproject.toml). A service rendered
+from the working tree (``CURRENT``) and customized heavily in every team-owned seam is updated
+to it. Renders are shared within the module (an xdist group keeps them on one worker).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support import (
+    REPO_ROOT,
+    commit_all,
+    conflict_markers,
+    copy_project,
+    copy_working_tree,
+    git,
+    init_repo,
+    project_files,
+    rejected_hunks,
+    render,
+    run,
+    unmerged_paths,
+    update_project,
+)
+
+PACKAGE = "my_service"
+CURRENT = "1.0.0"
+NEXT = "1.1.0"
+RENDER_MAKE_ENV = {"MAKEFLAGS": "", "MFLAGS": "", "MAKELEVEL": "", "PYTEST_ARGS": ""}
+
+# The variants whose maps are checked: the defaults and every optional part switched off.
+MAP_VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "bare": {
+        "include_example_client": False,
+        "include_metrics": False,
+        "include_otlp_exporter": False,
+        "ci_provider": "none",
+    },
+    "gitlab": {"ci_provider": "gitlab"},
+}
+
+
+def _ownership_tool(project: Path) -> Any:
+    """The render's tools/ownership.py, imported (it needs only PyYAML and Copier)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ownership", project / "tools/ownership.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ownership"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- The map ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", MAP_VARIANTS)
+def test_every_rendered_file_has_exactly_one_owner(tmp_path: Path, variant: str) -> None:
+    project = render(tmp_path / "svc", MAP_VARIANTS[variant])
+    tool = _ownership_tool(project)
+    ownership = tool.load_map(project)
+    owners = {path: tool.owners(path, ownership) for path in project_files(project)}
+    assert {path: kinds for path, kinds in owners.items() if len(kinds) != 1} == {}
+    # Every pattern names something this render has, so the map cannot rot silently.
+    unused = [
+        glob
+        for kind in tool.KINDS
+        for glob in ownership[kind]
+        if not any(tool.matches(path, glob) for path in owners)
+    ]
+    assert unused == []
+
+
+def test_team_owned_files_are_exactly_what_copier_skips_if_they_exist(tmp_path: Path) -> None:
+    """The map's team_owned list and copier.yml's _skip_if_exists say the same thing."""
+    project = render(tmp_path / "svc")
+    ownership = _ownership_tool(project).load_map(project)
+    config = yaml.safe_load((REPO_ROOT / "copier.yml").read_text())
+    skipped = {item.replace("{{ package_name }}", PACKAGE) for item in config["_skip_if_exists"]}
+    assert set(ownership["team_owned"]) == skipped
+
+
+def test_glob_semantics(tmp_path: Path) -> None:
+    tool = _ownership_tool(render(tmp_path / "svc"))
+    assert tool.matches("src/pkg/core/a.py", "src/*/core/**")
+    assert tool.matches("src/pkg/core/sub/a.py", "src/*/core/**")
+    assert not tool.matches("src/pkg/a.py", "src/*/core/**")
+    assert tool.matches("a/b/c.py", "**/c.py")
+    assert tool.matches("c.py", "**/c.py")
+    assert not tool.matches("src/a/b.py", "src/*.py")
+    assert tool.matches(".env.example", "*.example")
+
+
+# --- Template versions --------------------------------------------------------------------------
+
+
+def _marker_line(path: str) -> str:
+    return (
+        f"\n<!-- next release: {path} -->\n"
+        if path.endswith(".md")
+        else f"# next release: {path}\n"
+    )
+
+
+def _rendered_path(source: str) -> str:
+    """Where the default answers render the template source file ``source``."""
+    path = source.removeprefix("template/").replace("{{package_name}}", PACKAGE)
+    path = re.sub(r"\{% if [^%]*%\}(.*?)\{% endif %\}", r"\1", path)
+    return path.removesuffix(".jinja")
+
+
+def make_next_release(tree: Path, ownership: dict[str, list[str]], tool: Any) -> list[str]:
+    """Change every template-owned file of the template in ``tree`` and the template's parts of
+    the shared ones; return the rendered paths changed."""
+    changed = []
+    for source in sorted((tree / "template").rglob("*")):
+        relative = source.relative_to(tree).as_posix()
+        rendered = _rendered_path(relative)
+        if not source.is_file() or rendered == ".copier-answers.yml":
+            continue
+        if tool.owners(rendered, ownership) != ["template_owned"]:
+            continue
+        text = source.read_text()
+        source.write_text(text + ("" if text.endswith("\n") else "\n") + _marker_line(rendered))
+        changed.append(rendered)
+    env = tree / "template/.env.example.jinja"
+    env.write_text(
+        env.read_text().replace(
+            "# (End of the platform's settings.)\n",
+            "# A platform setting the next release adds\n# (End of the platform's settings.)\n",
+        )
+    )
+    pyproject = tree / "template/pyproject.toml.jinja"
+    pyproject.write_text(
+        pyproject.read_text().replace('"uvicorn[standard]>=0.32",', '"uvicorn[standard]>=0.32.0",')
+    )
+    return changed
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A template repository with CURRENT (the working tree) and NEXT tagged."""
+    tree = copy_working_tree(tmp_path_factory.mktemp("snapshot") / "tree")
+    probe = render(tmp_path_factory.mktemp("probe") / "svc", src=tree, vcs_ref=None)
+    tool = _ownership_tool(probe)
+    repo = init_repo(tmp_path_factory.mktemp("template") / "repo")
+    shutil.copytree(tree, repo, dirs_exist_ok=True)
+    commit_all(repo, f"Release {CURRENT}", tag=CURRENT)
+    changed = make_next_release(repo, tool.load_map(probe), tool)
+    commit_all(repo, f"Release {NEXT}", tag=NEXT)
+    return repo, changed
+
+
+# --- Drift --------------------------------------------------------------------------------------
+
+
+def _drift(project: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "tools/ownership.py", "drift"],
+        cwd=project,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.xdist_group("next-release")
+def test_drift_reports_edited_template_owned_files_and_fails_only_when_asked(
+    releases: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    repo, _ = releases
+    project = copy_project(repo, tmp_path / "svc", CURRENT)
+    clean = _drift(project)
+    assert clean.returncode == 0, clean.stderr
+    assert "template drift: none" in clean.stdout
+    core = project / "src" / PACKAGE / "core"
+    (core / "retry.py").write_text((core / "retry.py").read_text() + "# a local patch\n")
+    (core / "redact.py").unlink()
+    service = project / "src" / PACKAGE / "service.py"
+    service.write_text(service.read_text() + "# team code is never drift\n")
+    warned = _drift(project)
+    assert warned.returncode == 0, warned.stderr
+    lines = warned.stderr.splitlines()
+    assert len(lines) == 2, warned.stderr
+    assert lines[0].startswith(f"template drift: src/{PACKAGE}/core/redact.py: deleted")
+    assert lines[1].startswith(f"template drift: src/{PACKAGE}/core/retry.py: modified")
+    assert "service.configure" in lines[1]
+    failed = _drift(project, TEMPLATE_DRIFT="error")
+    assert failed.returncode == 1
+    assert "failing (TEMPLATE_DRIFT=error)" in failed.stdout
+
+
+def test_drift_says_when_it_cannot_tell(tmp_path: Path) -> None:
+    project = render(tmp_path / "svc")
+    answers = project / ".copier-answers.yml"
+    answers.write_text(answers.read_text().replace("_commit:", "_old_commit:"))
+    result = _drift(project)
+    assert result.returncode == 0
+    assert "template drift: not checked" in result.stderr
+    assert "records no template version" in result.stderr
+    assert _drift(project, TEMPLATE_DRIFT="error").returncode == 1
+
+
+# --- The promise: a release never conflicts with a service customized in its seams ------------
+
+ORDERS_MODULE = '''"""The orders service: a second downstream."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import httpx
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
+
+from .core.errors import DownstreamError, DownstreamNotFound
+from .core.http_client import SharedHttpClient
+
+router = APIRouter(tags=["orders"])
+
+
+class Order(BaseModel):
+    id: int
+    total: float
+
+
+class OrdersClient:
+    name = "orders-service"
+
+    def __init__(self, http: SharedHttpClient, base_url: str) -> None:
+        self._http = http
+        self._base_url = base_url.rstrip("/")
+
+    async def get_order(self, order_id: int) -> Order:
+        try:
+            response = await self._http.get(f"{self._base_url}/orders/{order_id}")
+        except httpx.TransportError as exc:
+            raise DownstreamError(self.name, "unreachable") from exc
+        if response.status_code == httpx.codes.NOT_FOUND:
+            raise DownstreamNotFound(self.name, f"order {order_id} does not exist")
+        if response.status_code != httpx.codes.OK:
+            raise DownstreamError(self.name, f"answered {response.status_code}")
+        return Order.model_validate_json(response.content)
+
+
+def get_orders_client(request: Request, http: SharedHttpClient) -> OrdersClient:
+    return OrdersClient(http, str(request.app.state.settings.orders_service.base_url))
+
+
+@router.get("/orders/{order_id}")
+async def read_order(
+    order_id: int, orders: Annotated[OrdersClient, Depends(get_orders_client)]
+) -> Order:
+    return await orders.get_order(order_id)
+'''
+
+ORDERS_TEST = f'''"""The team's tests of its second downstream."""
+
+from __future__ import annotations
+
+import httpx
+import respx
+from fastapi.testclient import TestClient
+
+from {PACKAGE}.settings import Settings
+
+
+def test_an_order_comes_from_the_orders_service(
+    client: TestClient, mock_downstream: respx.MockRouter
+) -> None:
+    mock_downstream.get("/orders/7").mock(
+        return_value=httpx.Response(200, json={{"id": 7, "total": 9.5}})
+    )
+    assert client.get("/orders/7").json() == {{"id": 7, "total": 9.5}}
+
+
+def test_orders_settings_and_policy() -> None:
+    settings = Settings(_env_file=None)
+    assert settings.orders_page_size == 50
+    assert settings.retry_for(settings.orders_service.host).max_attempts == 2
+'''
+
+TEAM_SETTINGS = '''
+
+class OrdersServiceSettings(DownstreamSettings):
+    """The orders service."""
+
+    base_url: AnyHttpUrl = AnyHttpUrl("http://orders-api:8000")
+'''
+
+GREETINGS_MODULE = '''"""A route of the team's own."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
+
+
+@router.get("/hello")
+async def hello() -> dict[str, str]:
+    return {"hello": "world"}
+'''
+
+STUB_ROUTE = '''
+
+@route(r"/orders/(\\\\d+)")
+def order(match: re.Match[str]) -> tuple[int, object]:
+    """The orders service."""
+    return 200, {"id": int(match.group(1)), "total": 9.5}
+'''
+
+README_SECTION = "\n## Orders\n\nThis service also reads orders from the orders service.\n"
+ENV_LINES = (
+    "MY_SERVICE_ORDERS_PAGE_SIZE=50\n"
+    "MY_SERVICE_ORDERS_SERVICE__BASE_URL=http://127.0.0.1:8002\n"
+    "# MY_SERVICE_ORDERS_SERVICE__RETRY={}\n"
+    "# MY_SERVICE_ORDERS_SERVICE__BREAKER={}\n"
+)
+DEPENDENCY_MARKER = (
+    "    # Your service's own dependencies go below this line (the template never edits them).\n"
+)
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, f"{path}: {old!r}"
+    path.write_text(text.replace(old, new))
+
+
+def customize_every_seam(project: Path) -> None:
+    """A heavy customization, only in team-owned and shared files."""
+    package = project / "src" / PACKAGE
+    (package / "orders.py").write_text(ORDERS_MODULE)
+    (package / "greetings.py").write_text(GREETINGS_MODULE)
+    (project / "tests/test_orders.py").write_text(ORDERS_TEST)
+    settings = package / "settings.py"
+    _edit(settings, "from pydantic import AnyHttpUrl\n", "from pydantic import AnyHttpUrl, Field\n")
+    _edit(
+        settings,
+        "\n\nclass Settings(PlatformSettings):",
+        TEAM_SETTINGS + "\n\nclass Settings(PlatformSettings):",
+    )
+    _edit(
+        settings,
+        "    users_service: UsersServiceSettings = UsersServiceSettings()\n",
+        "    users_service: UsersServiceSettings = UsersServiceSettings()\n"
+        "    orders_page_size: int = Field(50, ge=1)\n"
+        "    orders_service: OrdersServiceSettings = OrdersServiceSettings(\n"
+        '        retry={"max_attempts": 2}\n'
+        "    )\n",
+    )
+    service = package / "service.py"
+    _edit(
+        service,
+        "from .users import router as users_router\n",
+        "from .greetings import router as greetings_router\n"
+        "from .orders import router as orders_router\n"
+        "from .users import router as users_router\n",
+    )
+    _edit(
+        service,
+        "    app.include_router(users_router)\n",
+        "    app.include_router(users_router)\n"
+        "    app.include_router(orders_router)\n"
+        "    app.include_router(greetings_router)\n",
+    )
+    stub_routes = project / "tests/e2e/stub_routes.py"
+    stub_routes.write_text(stub_routes.read_text() + STUB_ROUTE)
+    users = package / "users.py"
+    users.write_text(users.read_text() + "\n# ours\n")
+    users_tests = project / "tests/test_users.py"
+    users_tests.write_text(users_tests.read_text() + "\n# The team's note on its tests.\n")
+    _edit(project / "pyproject.toml", DEPENDENCY_MARKER, DEPENDENCY_MARKER + '    "anyio>=4",\n')
+    (project / "README.md").write_text((project / "README.md").read_text() + README_SECTION)
+    (project / ".env.example").write_text((project / ".env.example").read_text() + ENV_LINES)
+    runbook = project / "docs/runbook.md"
+    runbook.write_text(runbook.read_text() + "\n## Orders\n\nPage the orders team.\n")
+
+
+@pytest.fixture(scope="module")
+def updated_to_next(
+    releases: tuple[Path, list[str]], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, bytes]]:
+    repo, _ = releases
+    project = copy_project(repo, tmp_path_factory.mktemp("customized") / "svc", CURRENT)
+    customize_every_seam(project)
+    commit_all(project, "Our service")
+    before = project_files(project)
+    update_project(project, NEXT)
+    return project, before
+
+
+@pytest.mark.xdist_group("next-release")
+def test_next_release_updates_a_customized_service_without_conflicts(
+    updated_to_next: tuple[Path, dict[str, bytes]], releases: tuple[Path, list[str]]
+) -> None:
+    project, before = updated_to_next
+    _, changed = releases
+    assert (conflict_markers(project), rejected_hunks(project)) == ([], [])
+    assert unmerged_paths(project) == []
+    after = project_files(project)
+    # Every template change arrived.
+    missing = [path for path in changed if _marker_line(path).strip() not in after[path].decode()]
+    assert changed and missing == []
+    assert b"# A platform setting the next release adds" in after[".env.example"]
+    assert b'"uvicorn[standard]>=0.32.0",' in after["pyproject.toml"]
+    # Every team edit is intact: team-owned files byte for byte, shared files with the edits.
+    tool = _ownership_tool(project)
+    ownership = tool.load_map(project)
+    team_files = [p for p in before if tool.owners(p, ownership) in (["team_owned"], [])]
+    assert [p for p in team_files if after.get(p) != before[p]] == []
+    assert after[".env.example"].decode().endswith(ENV_LINES)
+    assert after["README.md"].decode().endswith(README_SECTION)
+    assert b'    "anyio>=4",\n' in after["pyproject.toml"]
+
+
+@pytest.mark.xdist_group("next-release")
+@pytest.mark.render
+def test_next_release_customized_service_passes_lint_types_and_tests(
+    updated_to_next: tuple[Path, dict[str, bytes]],
+) -> None:
+    project, _ = updated_to_next
+    run(["make", "install"], cwd=project, env=RENDER_MAKE_ENV)
+    lint = run(["make", "lint"], cwd=project, env=RENDER_MAKE_ENV)
+    assert "template drift: none" in lint.stdout, lint.stdout + lint.stderr
+    run(["make", "typecheck"], cwd=project, env=RENDER_MAKE_ENV)
+    result = run(["make", "test"], cwd=project, env=RENDER_MAKE_ENV)
+    assert "tests/test_orders.py .." in result.stdout, result.stdout
+    assert re.search(r"\d+ passed", result.stdout), result.stdout
+    git(project, "status")  # the tree is readable after the update and the checks
