@@ -25,7 +25,7 @@ import yaml
 from fleet.cli import repositories
 from fleet.ownership import globmatch, parse
 from tests.fleet_synthetic import LATEST, Truth, build_fleet, build_template
-from tests.support import REPO_ROOT, commit_all, git, init_repo
+from tests.support import REPO_ROOT, commit_all, copy_project, copy_working_tree, git, init_repo
 
 pytestmark = pytest.mark.xdist_group("fleet")
 
@@ -481,3 +481,35 @@ def test_glab_opens_a_merge_request_with_the_body(
     args = (tmp_path / "svc.args").read_text().splitlines()
     assert args[:6] == ["mr", "create", "--source-branch", branch, "--target-branch", "main"]
     assert args[args.index("--description") + 1] == "the body" and args[-1] == "--yes"
+
+
+# --- The real template -------------------------------------------------------------------------
+
+
+def test_status_on_this_template_reports_drift_by_its_ownership_map(tmp_path: Path) -> None:
+    """This repository's working tree, committed and tagged in a temporary repository: an
+    untouched render has no drift, and its map gives every rendered file exactly one owner; a
+    hand-edited template-owned file is modified and a deleted one deleted, while edits to
+    team-owned and shared files are not drift."""
+    repo = init_repo(tmp_path / "template")
+    copy_working_tree(repo)
+    commit_all(repo, "The working tree", tag="99.0.0")
+    untouched = copy_project(repo, tmp_path / "untouched", "99.0.0")
+    edited = tmp_path / "edited"
+    shutil.copytree(untouched, edited)
+    app = edited / "src/my_service/core/app.py"
+    app.write_text(app.read_text() + "\n# a local patch\n")
+    (edited / "Dockerfile").unlink()
+    settings = edited / "src/my_service/settings.py"
+    settings.write_text(settings.read_text() + "\n# the team's own setting\n")
+    readme = edited / "README.md"
+    readme.write_text(readme.read_text() + "\nOn call: #payments-oncall\n")
+    commit_all(edited, "Local edits")
+    clean, drifted = fleet_json("status", str(untouched), str(edited))
+    assert (clean["error"], clean["warnings"], clean["drift"]) == (None, [], [])
+    assert clean["template_version"] == "99.0.0" and clean["behind"] == 0
+    assert (drifted["error"], drifted["warnings"]) == (None, [])
+    assert drifted["drift"] == [
+        {"path": "Dockerfile", "state": "deleted"},
+        {"path": "src/my_service/core/app.py", "state": "modified"},
+    ]
