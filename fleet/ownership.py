@@ -7,7 +7,7 @@ shared files are merged by Copier on every update, so neither is ever drift.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import yaml
@@ -70,7 +70,6 @@ class Ownership:
     template_owned: tuple[str, ...] = ()
     team_owned: tuple[str, ...] = ()
     shared: tuple[str, ...] = ()
-    problems: list[str] = field(default_factory=list, compare=False)
 
     def owners(self, path: str) -> list[str]:
         """Every list (``template_owned``, ``team_owned``, ``shared``) that ``path`` matches."""
@@ -88,4 +87,4 @@ def parse(text: str) -> Ownership:
         if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
             raise ValueError(f"{MAP_FILE}: {kind} must be a list of glob patterns")
         lists[kind] = tuple(value)
-    return Ownership(**lists)
+    return Ownership(lists["template_owned"], lists["team_owned"], lists["shared"])

@@ -104,13 +104,21 @@ def empty_result(path: Path) -> dict[str, Any]:
     }
 
 
-def prepare(path: Path, ref: str, template_for: TemplateFor) -> tuple[Service, Template, str]:
-    """Read the service and resolve the target; raise FleetError for any bad input."""
+def prepare(path: Path, ref: str, template_for: TemplateFor) -> tuple[Service, Template, str, str]:
+    """Read the service and resolve its version and the target; raise FleetError for any bad
+    input, before anything runs."""
     service = open_service(path)
     require_clean(service)
     template = template_for(service.src_path)
     target = template.resolve(ref)
-    return service, template, target
+    current = template.resolve(service.recorded)
+    old, new = template.pep440(current), template.pep440(target)
+    if old is not None and new is not None and new < old:
+        raise FleetError(
+            f"{ref} ({new}) is older than the service's template version ({old}); "
+            "Copier does not downgrade"
+        )
+    return service, template, target, current
 
 
 def _trial(path: Path, ref: str) -> dict[str, Any]:
@@ -131,6 +139,12 @@ def _trial(path: Path, ref: str) -> dict[str, Any]:
         }
     except FleetError as error:
         return {"conflicts": [], "changed": [], "error": str(error)}
+    except Exception as error:  # reported for this service; the other trials go on
+        return {
+            "conflicts": [],
+            "changed": [],
+            "error": f"unexpected {type(error).__name__}: {error}",
+        }
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -145,15 +159,18 @@ def plan_all(
 ) -> list[dict[str, Any]]:
     """Plan every service: read all of them, then run one trial update per distinct committed
     tree, ``jobs`` at a time."""
-    results, trials = [], {}
+    results: list[dict[str, Any]] = []
+    trials: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for path in paths:
         result = empty_result(path)
         results.append(result)
         try:
-            service, template, target = prepare(path, ref, template_for)
-            current = template.resolve(service.recorded)
+            service, template, target, current = prepare(path, ref, template_for)
         except FleetError as error:
             result["error"] = str(error)
+            continue
+        except Exception as error:  # one unreadable service must not end the run
+            result["error"] = f"unexpected {type(error).__name__}: {error}"
             continue
         result["template_version"] = template.label(current)
         result["target"] = template.label(target)

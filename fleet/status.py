@@ -51,6 +51,8 @@ def status_one(
         result["drift"] = drift(path, rendered, result["warnings"], result["template_version"])
     except FleetError as error:
         result["error"] = str(error)
+    except Exception as error:  # one unreadable service must not end the run for the others
+        result["error"] = f"unexpected {type(error).__name__}: {error}"
     return result
 
 

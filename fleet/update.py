@@ -133,11 +133,20 @@ def _not_attempted(path: Path, reason: str) -> dict[str, Any]:
 
 
 def update_one(path: Path, options: Options, template_for: TemplateFor) -> dict[str, Any]:
-    """Update one service; bad input is refused before anything in it changes."""
+    """Update one service; bad input is refused before anything in it changes. Never raises:
+    one service's problem is its result, and the run goes on."""
+    try:
+        return _update_one(path, options, template_for)
+    except Exception as error:
+        result = empty_result(path)
+        result.update(outcome="failed", error=f"unexpected {type(error).__name__}: {error}")
+        return result
+
+
+def _update_one(path: Path, options: Options, template_for: TemplateFor) -> dict[str, Any]:
     result = empty_result(path)
     try:
-        service, template, target = prepare(path, options.ref, template_for)
-        current = template.resolve(service.recorded)
+        service, template, target, current = prepare(path, options.ref, template_for)
     except FleetError as error:
         result["error"] = str(error)
         return result
@@ -159,7 +168,7 @@ def update_one(path: Path, options: Options, template_for: TemplateFor) -> dict[
         finally:
             git(path, "reset", "--quiet", "--hard")
             git(path, "clean", "-fdq")
-            git(path, "switch", "--quiet", original)
+            _switch_back(path, original)
         if result["commit"] is None:
             git(path, "branch", "-D", branch)  # nothing to review: leave no empty branch behind
             result["branch"] = None
@@ -168,6 +177,19 @@ def update_one(path: Path, options: Options, template_for: TemplateFor) -> dict[
     if options.open_pr and result["commit"] is not None:
         result["pr"] = open_pull_request(path, result, original, options.pr_tool)
     return result
+
+
+def _switch_back(path: Path, original: str) -> None:
+    """Back to the branch (or the detached commit) the service was on."""
+    if _is_branch(path, original):
+        git(path, "switch", "--quiet", original)
+    else:
+        git(path, "switch", "--quiet", "--detach", original)
+
+
+def _is_branch(path: Path, name: str) -> bool:
+    result = git(path, "rev-parse", "--verify", "--quiet", f"refs/heads/{name}", check=False)
+    return bool(result.strip())
 
 
 def _current_branch(path: Path) -> str:

@@ -237,6 +237,19 @@ def test_a_ref_that_does_not_exist_is_reported_per_service(fleet: list[Truth]) -
     assert all(not git(t.path, "branch", "--list", "template-update/*") for t in services)
 
 
+def test_an_older_ref_is_refused_before_anything_runs(fleet: list[Truth]) -> None:
+    service = next(t for t in fleet if t.version == LATEST and t.kind == "untouched")
+    before = head_state(service.path)
+    for command in ("plan", "update"):
+        (result,) = fleet_json(command, "--to", "1.0.0", str(service.path))
+        assert result["outcome"] == "error"
+        assert (
+            "1.0.0 (1.0.0) is older than the service's template version (2.0.0)"
+            in (result["error"])
+        )
+    assert head_state(service.path) == before
+
+
 def test_progress_goes_to_stderr_only_when_asked(fleet: list[Truth], scratch: Path) -> None:
     paths = [str(t.path) for t in fleet[10:13]]
     cache = ["--cache-dir", str(scratch / "cache")]
