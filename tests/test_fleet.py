@@ -35,7 +35,7 @@ def fleet_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
     return subprocess.run(
         [sys.executable, "-m", "fleet", *args],
         cwd=REPO_ROOT,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **TOOL_ENV, **(env or {})},
         capture_output=True,
         text=True,
         check=False,
@@ -49,18 +49,18 @@ def fleet_json(*args: str, env: dict[str, str] | None = None) -> list[dict[str, 
     return results
 
 
+# The tool's own scratch directory (TMPDIR of its runs), next to the fleet; set by `scratch`.
+TOOL_ENV: dict[str, str] = {}
+
+
 @pytest.fixture(scope="module")
 def scratch() -> Iterator[Path]:
     base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
     path = Path(tempfile.mkdtemp(prefix="fleet-tests-", dir=base))
-    old = os.environ.get("TMPDIR")
-    os.environ["TMPDIR"] = str(path / "tmp")  # the tool's own scratch clones and renders
     (path / "tmp").mkdir()
+    TOOL_ENV["TMPDIR"] = str(path / "tmp")  # only the tool's runs: this process's stays put
     yield path
-    if old is None:
-        os.environ.pop("TMPDIR", None)
-    else:
-        os.environ["TMPDIR"] = old
+    TOOL_ENV.clear()
     shutil.rmtree(path, ignore_errors=True)
 
 
