@@ -82,6 +82,20 @@ class Templates:
         return sum(t.render_count for t in self.known.values())
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number of at least 1")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction from 0 to 1 (0.2 = 20%)")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -97,7 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--template",
         metavar="SRC",
-        help="render from SRC instead of each service's recorded _src_path",
+        help="read versions and render from SRC instead of each service's recorded _src_path "
+        "(Copier itself, in plan and update, always uses _src_path)",
     )
     common.add_argument(
         "--cache-dir",
@@ -119,20 +134,22 @@ def _parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", parents=[common], help="what an update to REF would do")
     plan.add_argument("--json", action="store_true", help="a JSON list on stdout")
     plan.add_argument("--to", required=True, metavar="REF", help="template tag, branch or commit")
-    plan.add_argument("--jobs", type=int, default=1, help="trial updates run in parallel")
+    plan.add_argument("--jobs", type=_positive, default=1, help="trial updates run in parallel")
     update = sub.add_parser("update", parents=[common], help="update on a branch, in waves")
     update.add_argument("--json", action="store_true", help="a JSON list on stdout")
     update.add_argument("--to", required=True, metavar="REF", help="template tag, branch or commit")
-    update.add_argument("--wave-size", type=int, default=10, metavar="N")
+    update.add_argument(
+        "--wave-size", type=_positive, default=10, metavar="N", help="services per wave (10)"
+    )
     update.add_argument(
         "--max-failure-rate",
-        type=float,
+        type=_rate,
         default=0.0,
         metavar="R",
         help="stop after a wave where more than this fraction failed (0-1)",
     )
     update.add_argument(
-        "--jobs", type=int, default=1, help="services of a wave updated at the same time"
+        "--jobs", type=_positive, default=1, help="services of a wave updated at the same time"
     )
     update.add_argument("--open-pr", action="store_true", help="open pull requests (gh or glab)")
     update.add_argument("--pr-tool", choices=["auto", "gh", "glab"], default="auto")
@@ -144,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
         help="predict conflicts of an update to REF (default: the latest release)",
     )
     report.add_argument("--no-plan", action="store_true", help="leave conflicts out (faster)")
-    report.add_argument("--jobs", type=int, default=1, help="trial updates run in parallel")
+    report.add_argument("--jobs", type=_positive, default=1, help="trial updates run in parallel")
     report.set_defaults(json=False)
     return parser
 
