@@ -257,6 +257,14 @@ def test_progress_goes_to_stderr_only_when_asked(fleet: list[Truth], scratch: Pa
     assert quiet.stderr == "" and len(json.loads(quiet.stdout)) == 3
     loud = fleet_cli("status", "--json", "--progress", *cache, *paths)
     assert "[3/3] status" in loud.stderr and len(json.loads(loud.stdout)) == 3
+    # Text for people: one line a service.
+    text = fleet_cli("status", *cache, *paths)
+    modified = fleet[12]
+    assert (modified.version, modified.kind) == ("1.0.0", "modified")
+    assert (
+        f"{modified.path}: 1.0.0 (latest 2.0.0, 2 behind), drift: modified src/billing/core/app.py"
+    ) in text.stdout.splitlines()
+    assert text.stderr == "" and len(text.stdout.splitlines()) == 3
 
 
 def test_repository_lists_from_files(tmp_path: Path) -> None:
