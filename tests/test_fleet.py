@@ -320,9 +320,10 @@ echo "https://example.invalid/pull/1"
 def test_update_does_what_plan_predicted_on_a_branch(
     fleet: list[Truth], plan: dict[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
-    # Every kind on 1.0.0, two services already on the target, the dirty one, and two copied
-    # from the untagged commit: each way an update can go, without updating the whole fleet.
-    chosen = [t for t in fleet if t.version == "1.0.0"]
+    # One service of each kind on 1.0.0 (the dirty one included), two already on the target and
+    # two copied from the untagged commit: each way an update can go, without updating the whole
+    # fleet (services of one kind on one version have identical trees, so identical updates).
+    chosen = list({t.kind: t for t in reversed(fleet) if t.version == "1.0.0"}.values())[::-1]
     chosen += [t for t in fleet if t.version == LATEST][:2]
     untagged = [t for t in fleet if t.version and t.version.count("-") == 2]
     chosen += [t for t in untagged if t.kind in ("conflict", "team")][:2]
