@@ -369,10 +369,10 @@ def customize_every_seam(project: Path) -> None:
     service = package / "service.py"
     _edit(
         service,
-        "from .users import router as users_router\n",
+        "from .settings import Settings\n",
         "from .greetings import router as greetings_router\n"
         "from .orders import router as orders_router\n"
-        "from .users import router as users_router\n",
+        "from .settings import Settings\n",
     )
     _edit(
         service,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+import copier
 import pytest
 
 from tests.support import render
@@ -26,6 +28,9 @@ BAD_ANSWERS: list[tuple[dict[str, Any], str]] = [
     ({"package_name": "logging"}, "would shadow the standard library"),
     ({"package_name": "json"}, "would shadow the standard library"),
     ({"service_name": "email"}, "would shadow the standard library"),
+    ({"service_name": "test"}, "would collide with the standard library's test package"),
+    ({"service_name": "tests"}, "would collide with the service's tests/ package"),
+    ({"package_name": "tests"}, "so the service's tests could not import it"),
     ({"package_name": "httpx"}, "would shadow the service's own dependency"),
     ({"package_name": "fastapi"}, "would shadow the service's own dependency"),
     ({"description": "   "}, "must not be empty"),
@@ -55,3 +60,30 @@ def test_bad_answer_is_refused(tmp_path: Path, answers: dict[str, Any], message:
 def test_port_bounds_are_accepted(tmp_path: Path, port: str) -> None:
     project = render(tmp_path / "svc", {"http_port": port})
     assert f"EXPOSE {port}" in (project / "Dockerfile").read_text()
+
+
+@pytest.mark.filterwarnings("ignore::copier.errors.DirtyLocalWarning")
+def test_message_after_copy_says_what_each_target_does(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The next steps printed after `copier copy` name real targets, and say of each what its
+    recipe in the rendered Makefile runs: `make test` is pytest only, `make check` adds lint and
+    types."""
+    copier.run_copy(
+        str(Path(__file__).resolve().parent.parent),
+        str(tmp_path / "svc"),
+        data={"service_name": "my-service"},
+        defaults=True,
+        unsafe=True,
+        vcs_ref="HEAD",
+        quiet=False,
+    )
+    printed = capfd.readouterr().err
+    steps = dict(re.findall(r"^\s+make (\S+)\s+# (.+)$", printed, re.MULTILINE))
+    assert {"install", "test", "check", "run"} <= steps.keys(), printed
+    makefile = (tmp_path / "svc" / "Makefile").read_text()
+    recipes = dict(re.findall(r"^([a-z-]+):.*?\n((?:\t.*\n)*)", makefile, re.MULTILINE))
+    assert "pytest" in recipes["test"] and "ruff" not in recipes["test"]
+    assert not re.search(r"\blint|\btypes?\b|mypy", steps["test"]), steps["test"]
+    assert re.search(r"^check: lint typecheck test\b", makefile, re.MULTILINE)
+    assert all(word in steps["check"] for word in ("lint", "types", "tests")), steps["check"]

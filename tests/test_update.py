@@ -250,9 +250,8 @@ def customize(project: Path, runbook: str) -> None:
     (project / "tests/test_greetings.py").write_text(GREETINGS_TEST)
     _replace(
         package / "service.py",
-        "from .users import router as users_router\n",
-        "from .greetings import router as greetings_router\n"
-        "from .users import router as users_router\n",
+        "from .settings import Settings\n",
+        "from .greetings import router as greetings_router\nfrom .settings import Settings\n",
     )
     _replace(
         package / "service.py",
@@ -813,8 +812,8 @@ def test_0_1_0_customized_service_passes_its_checks_once_resolved_as_documented(
     )
     _replace(
         package / "service.py",
-        "from .users import router as users_router\n",
-        "from .orders import router as orders_router\nfrom .users import router as users_router\n",
+        "from .settings import Settings\n",
+        "from .orders import router as orders_router\nfrom .settings import Settings\n",
     )
     _replace(
         package / "service.py",

@@ -22,8 +22,10 @@ from typing import Any, TextIO
 import orjson
 import structlog
 from opentelemetry import trace
+from structlog.tracebacks import ExceptionDictTransformer
 from structlog.types import EventDict, Processor, WrappedLogger
 
+from .redact import redact_text
 from .settings import PlatformSettings
 
 # Libraries that log one INFO line per request: ours already says it, with redaction.
@@ -37,6 +39,24 @@ def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> Event
         event_dict["trace_id"] = format(context.trace_id, "032x")
         event_dict["span_id"] = format(context.span_id, "016x")
     return event_dict
+
+
+def redact_exception(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Redact URL secrets in a formatted exception: messages quote URLs (httpx's
+    ``HTTPStatusError`` quotes the whole request URL, query included)."""
+    if "exception" in event_dict:
+        event_dict["exception"] = _redact_strings(event_dict["exception"])
+    return event_dict
+
+
+def _redact_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, list):
+        return [_redact_strings(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _redact_strings(item) for key, item in value.items()}
+    return value
 
 
 def _orjson_dumps(value: Any, **_: Any) -> str:
@@ -87,6 +107,7 @@ class _LevelFilter:
 
 
 _LEVEL_FILTER = _LevelFilter()
+_TRACEBACK_DICT = ExceptionDictTransformer(show_locals=False)
 
 
 def _output(*_: Any) -> _Output:
@@ -107,11 +128,15 @@ def configure_logging(settings: PlatformSettings, stream: TextIO | None = None) 
         add_trace_context,
     ]
     renderer: Processor
+    # Tracebacks are formatted here, without frame locals (a local can hold a header or a
+    # token), and then redacted, before either renderer sees them.
     if settings.log_format == "json":
-        shared.append(structlog.processors.dict_tracebacks)
+        shared.append(structlog.processors.ExceptionRenderer(_TRACEBACK_DICT))
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
     else:
+        shared.append(structlog.processors.format_exc_info)
         renderer = structlog.dev.ConsoleRenderer()
+    shared.append(redact_exception)
 
     # In place: loggers cached on first use hold these very objects.
     _OUTPUT.stream = out

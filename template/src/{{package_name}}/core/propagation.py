@@ -1,22 +1,28 @@
 """W3C Trace Context extraction, exactly as the W3C conformance tests expect.
 
 The stock OpenTelemetry propagator gets several of those cases wrong (a traceparent sent twice
-is continued; some valid tracestate keys make it drop the whole list). This module parses the
-inbound headers itself and hands OpenTelemetry a ready ``SpanContext``; injection on outbound
-calls stays OpenTelemetry's.
+is continued; it still checks tracestate keys against the 2021 grammar, so keys the current text
+allows make it drop the whole list). This module parses the inbound headers itself and hands
+OpenTelemetry a ready ``SpanContext``; injection on outbound calls stays OpenTelemetry's.
 
-Rules (https://www.w3.org/TR/trace-context/):
+Rules (W3C Trace Context, the current editor's draft, https://w3c.github.io/trace-context/,
+"Trace Context HTTP Headers Format"; its conformance suite is the reference):
 
 - traceparent: ``version-traceid-parentid-flags``, lowercase hex only, optional surrounding
   spaces and tabs. Version ``ff`` is invalid; version ``00`` has exactly four fields; a higher
   (future) version may carry more fields after a ``-``. All-zero trace or parent ids are invalid.
   A traceparent sent more than once is invalid. Invalid means: start a new trace, and drop
   tracestate.
-- tracestate: all headers joined into one list; empty members are skipped; each member is
-  ``key=value`` with the key grammar (simple, or ``tenant@system``) and value grammar of the spec.
-  One malformed member, a duplicated key or more than 32 members make the whole list invalid,
-  and it is dropped. A list longer than 512 characters is cut by whole members, those over 128
-  characters first, then from the end.
+- tracestate ("tracestate Header Field Values"): all headers joined into one list; empty members
+  are skipped; each member is ``key=value``. A key ("Key") is 1-256 characters: a lowercase
+  letter or digit, then lowercase letters, digits and ``_ - * / @`` (``@`` may appear anywhere
+  after the first character, any number of times: the old ``tenant@system`` split and its
+  14-character system limit are gone). A duplicated key does not invalidate the list: "vendors
+  MAY also discard duplicate keys" ("Mutating the tracestate Field"), and this module keeps the
+  first occurrence, whether the duplicates come in one header or in several. One malformed
+  member or more than 32 members make the whole list invalid, and it is dropped. A list longer
+  than 512 characters is cut by whole members, those over 128 characters first, then from the
+  end ("tracestate Limits").
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ _TRACEPARENT = re.compile(
     r"-(?P<flags>[0-9a-f]{2})(?P<rest>.*)",
     re.DOTALL,
 )
-_KEY = r"(?:[a-z][_0-9a-z\-*/]{0,255}|[0-9a-z][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13})"
+# key = ( lcalpha / DIGIT ) 0*255 ( keychar )
+# keychar = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@"
+_KEY = r"[0-9a-z][_0-9a-z\-*/@]{0,255}"
 _VALUE = r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
 _MEMBER = re.compile(rf"({_KEY})=({_VALUE})")
 _LIST_SPLIT = re.compile(r"[ \t]*,[ \t]*")
@@ -65,21 +73,34 @@ def parse_traceparent(values: Sequence[str]) -> SpanContext | None:
 
 
 def parse_tracestate(values: Sequence[str]) -> list[tuple[str, str]]:
-    """The members of the tracestate header(s), or an empty list when the list is invalid."""
-    members: list[tuple[str, str]] = []
-    seen: set[str] = set()
+    """The members of the tracestate header(s), or an empty list when the list is invalid.
+    A duplicated key keeps its first value."""
+    members: dict[str, str] = {}
+    count = 0
     for value in values:
         for member in _LIST_SPLIT.split(value.strip(_OWS)):
             if not member:
                 continue
             match = _MEMBER.fullmatch(member)
-            if match is None or match[1] in seen:
+            if match is None:
                 return []
-            seen.add(match[1])
-            members.append((match[1], match[2]))
-    if len(members) > MAX_MEMBERS:
+            count += 1
+            members.setdefault(match[1], match[2])
+    if count > MAX_MEMBERS:
         return []
-    return _truncate(members)
+    return _truncate(list(members.items()))
+
+
+class W3CTraceState(TraceState):
+    """OpenTelemetry's ``TraceState`` holding members that ``parse_tracestate`` already checked
+    against the current key grammar. ``TraceState``'s own constructor checks the 2021 grammar
+    and drops the keys it no longer knows (``foo@``, ``foo@bar@baz``, ``t@vvvvvvvvvvvvvvv``), so
+    the members are set in its mapping directly; its other methods read that mapping, and the
+    outbound ``tracestate`` header is written from it."""
+
+    def __init__(self, entries: Sequence[tuple[str, str]] | None = None) -> None:
+        super().__init__()
+        self._dict = dict(entries or ())
 
 
 def _truncate(members: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -105,6 +126,6 @@ def extract(traceparents: Sequence[str], tracestates: Sequence[str]) -> Context:
             span_id=parent.span_id,
             is_remote=True,
             trace_flags=parent.trace_flags,
-            trace_state=TraceState(members),
+            trace_state=W3CTraceState(members),
         )
     return trace.set_span_in_context(NonRecordingSpan(parent))

@@ -1,14 +1,14 @@
 """When an outbound call is retried, how long to wait, and how many retries a host may get.
 
-stamina runs the attempts (counting them, sleeping, its testing switch); this module decides.
-It adds what a generic retry library cannot know about HTTP: which methods are safe to resend,
+The transport's retry loop runs the attempts; this module decides. It adds what a generic retry
+library cannot know about HTTP: which methods are safe to resend,
 which errors happened before anything was sent, which statuses are transient, ``Retry-After``,
 and a per-host retry budget.
 """
 
 from __future__ import annotations
 
-import email.utils
+import calendar
 import random
 import re
 import time
@@ -21,6 +21,27 @@ from pydantic import BaseModel, ConfigDict, Field
 
 IDEMPOTENCY_KEY = "idempotency-key"
 _DELTA_SECONDS = re.compile(r"[0-9]{1,12}")
+# HTTP-date, RFC 9110 section 5.6.7: the preferred IMF-fixdate and the two obsolete forms, which
+# recipients MUST accept too. All three are GMT, the asctime form without saying so.
+_MONTHS = "Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec"
+_TIME = r"(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})"
+_HTTP_DATES = (
+    # IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
+    re.compile(
+        rf"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), (?P<day>[0-9]{{2}}) (?P<month>{_MONTHS}) "
+        rf"(?P<year>[0-9]{{4}}) {_TIME} GMT"
+    ),
+    # rfc850-date: Sunday, 06-Nov-94 08:49:37 GMT
+    re.compile(
+        rf"(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day, (?P<day>[0-9]{{2}})-(?P<month>{_MONTHS})-"
+        rf"(?P<year>[0-9]{{2}}) {_TIME} GMT"
+    ),
+    # asctime-date: Sun Nov  6 08:49:37 1994 (a one-digit day is padded with a space)
+    re.compile(
+        rf"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (?P<month>{_MONTHS}) (?P<day>[0-9]{{2}}| [0-9]) "
+        rf"{_TIME} (?P<year>[0-9]{{4}})"
+    ),
+)
 
 # Request extensions a caller sets to override the policy for one call:
 #   client.get(url, extensions=NO_RETRY)          never retry this call
@@ -122,22 +143,53 @@ def full_jitter_backoff(
     return float(ceiling * rng())
 
 
+def parse_http_date(text: str, now: float | None = None) -> float | None:
+    """The POSIX timestamp of an HTTP-date in any of its three forms (RFC 9110 section 5.6.7),
+    or None when ``text`` is not one or names no real moment."""
+    for pattern in _HTTP_DATES:
+        match = pattern.fullmatch(text)
+        if match is not None:
+            break
+    else:
+        return None
+    current = time.time() if now is None else now
+    year = int(match["year"])
+    two_digit_year = len(match["year"]) == 2
+    if two_digit_year:
+        year += time.gmtime(current).tm_year // 100 * 100 + 100
+    month = _MONTHS.split("|").index(match["month"]) + 1
+    day, hour = int(match["day"]), int(match["hour"])
+    minute, second = int(match["minute"]), int(match["second"])
+    if not (day >= 1 and hour < 24 and minute < 60 and second < 61):  # 60: a leap second
+        return None
+    # rfc850-date: a two-digit year that appears to be more than 50 years in the future is the
+    # most recent past year with the same last two digits (RFC 9110 section 5.6.7).
+    while two_digit_year and (year, month, day, hour, minute, second) > _fifty_years_after(current):
+        year -= 100
+    if day > calendar.monthrange(year, month)[1]:
+        return None
+    return float(calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)))
+
+
+def _fifty_years_after(timestamp: float) -> tuple[int, ...]:
+    now = time.gmtime(timestamp)
+    return (now.tm_year + 50, now.tm_mon, now.tm_mday, now.tm_hour, now.tm_min, now.tm_sec)
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP-date), or None when
-    it is absent or unusable (negative, garbage). A date in the past means zero."""
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP-date, RFC 9110 section
+    10.2.3), or None when it is absent or unusable (negative, garbage, not one of the three
+    HTTP-date forms). A date in the past means zero."""
     if value is None:
         return None
     text = value.strip()
     if _DELTA_SECONDS.fullmatch(text):
         return float(text)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None  # HTTP-dates are always GMT; a zone-less value is not one
     current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
+    when = parse_http_date(text, current)
+    if when is None:
+        return None
+    return max(0.0, when - current)
 
 
 @dataclass(slots=True)

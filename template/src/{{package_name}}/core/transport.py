@@ -8,8 +8,9 @@ Per call it resolves the host's policy and deadline, then for each attempt:
 2. opens a CLIENT span and injects ``traceparent``/``tracestate`` (W3C Trace Context);
 3. sends through the pooled base transport, with timeouts clipped to the time left;
 4. classifies the outcome, records it in the breaker, writes one log line and reports metrics;
-5. lets stamina decide on another attempt, through ``retry`` (method safety, Retry-After,
-   deadline, the host's retry budget).
+5. decides on another attempt through ``retry`` (method safety, Retry-After, deadline, the
+   host's retry budget), in a loop of its own that keeps out of stamina's instrumentation
+   hooks but follows stamina's active and testing switches.
 
 Cross-cutting behaviour lives here rather than in httpx event hooks or in each caller, so a
 caller cannot forget it and a reader finds the whole chain in one module.
@@ -17,6 +18,7 @@ caller cannot forget it and a reader finds the whole chain in one module.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -213,7 +215,7 @@ class OutboundTransport(httpx.AsyncBaseTransport):
         downstream.budget.deposit()
         deadline = self._clock() + downstream.retry.deadline
         timeouts: dict[str, float | None] = dict(request.extensions.get("timeout") or {})
-        # The first attempt runs outside stamina: the success path builds no retry machinery.
+        # The first attempt runs outside the retry loop: the success path builds nothing for it.
         try:
             return await self._attempt(request, host, downstream, 1, deadline, timeouts)
         except _Retryable as failure:
@@ -236,59 +238,78 @@ class OutboundTransport(httpx.AsyncBaseTransport):
         timeouts: dict[str, float | None],
         first: _Retryable,
     ) -> httpx.Response:
-        """Attempts 2..N, run by stamina: it sleeps the wait ``next_wait`` chose, counts the
-        attempts and honours its testing switch. The first attempt's failure is replayed as
-        stamina's attempt 1, so stamina decides on the first retry too."""
+        """Attempts 2..N, after the first attempt failed with ``first``.
+
+        The loop is this module's rather than stamina's: stamina calls its instrumentation hooks
+        (``stamina.instrumentation``) for every retry it runs, process-wide, with no per-call
+        switch, and those hooks belong to the retries the service's own code writes with
+        stamina. This chain logs and counts its retries itself, with host and reason. It follows
+        stamina's process switches all the same: ``stamina.set_active(False)`` turns its retries
+        off, and in ``stamina.set_testing(True)`` its waits are skipped."""
         policy = downstream.retry
-        no_retry = request.extensions.get(RETRY_EXTENSION) is False
+        no_retry = request.extensions.get(RETRY_EXTENSION) is False or not stamina.is_active()
         max_attempts = 1 if no_retry else policy.max_attempts
-        attempts = 1
-        replay: _Retryable | None = first
-
-        def next_wait(exc: Exception) -> bool | float:
-            """stamina's backoff hook: False to stop, or the seconds to wait before retrying."""
-            if not isinstance(exc, _Retryable) or attempts >= max_attempts:
-                return False
-            if exc.retry_after is not None:
-                wait, source = exc.retry_after, "retry-after"
-                if wait > policy.retry_after_cap:
-                    return self._give_up(host, exc.reason, "retry_after_over_cap", wait)
-            else:
-                wait, source = full_jitter_backoff(attempts, policy, self._rng), "backoff"
-            if self._clock() + wait >= deadline:
-                return self._give_up(host, exc.reason, "deadline", wait)
-            if downstream.breaker.state is BreakerState.OPEN:
-                # This failure opened the circuit: waiting to be refused helps nobody.
-                return self._give_up(host, exc.reason, "circuit_open", wait)
-            if not downstream.budget.try_spend():
-                self._observer.retry_budget_exhausted(host)
-                return self._give_up(host, exc.reason, "budget_exhausted", wait)
-            self._observer.retry(host, exc.reason)
-            log.info(
-                "outbound.retry",
-                host=host,
-                method=request.method,
-                reason=exc.reason,
-                attempt=attempts,
-                wait_s=round(wait, 3),
-                wait_source=source,
+        failure, attempts = first, 1
+        while True:
+            wait = self._next_wait(
+                request, host, downstream, failure, attempts, max_attempts, deadline
             )
-            return float(wait)
-
-        async for attempt in stamina.retry_context(
-            on=next_wait, attempts=max_attempts, timeout=None
-        ):
-            with attempt:
-                if replay is not None:
-                    failed, replay = replay, None
-                    raise failed
-                attempts += 1
+            if wait is None:
+                raise failure
+            if not stamina.is_testing():
+                await asyncio.sleep(wait)
+            attempts += 1
+            try:
                 return await self._attempt(request, host, downstream, attempts, deadline, timeouts)
-        raise AssertionError("unreachable: stamina yields until it returns or raises")
+            except _Retryable as retryable:
+                failure = retryable
 
-    def _give_up(self, host: str, reason: str, why: str, wait: float) -> bool:
+    def _next_wait(
+        self,
+        request: httpx.Request,
+        host: str,
+        downstream: Downstream,
+        failure: _Retryable,
+        attempts: int,
+        max_attempts: int,
+        deadline: float,
+    ) -> float | None:
+        """Seconds to wait before the next attempt, or None to stop with ``failure``."""
+        if attempts >= max_attempts:
+            return None
+        policy = downstream.retry
+        if failure.retry_after is not None:
+            wait, source = failure.retry_after, "retry-after"
+            if wait > policy.retry_after_cap:
+                self._give_up(host, failure.reason, "retry_after_over_cap", wait)
+                return None
+        else:
+            wait, source = full_jitter_backoff(attempts, policy, self._rng), "backoff"
+        if self._clock() + wait >= deadline:
+            self._give_up(host, failure.reason, "deadline", wait)
+            return None
+        if downstream.breaker.state is BreakerState.OPEN:
+            # This failure opened the circuit: waiting to be refused helps nobody.
+            self._give_up(host, failure.reason, "circuit_open", wait)
+            return None
+        if not downstream.budget.try_spend():
+            self._observer.retry_budget_exhausted(host)
+            self._give_up(host, failure.reason, "budget_exhausted", wait)
+            return None
+        self._observer.retry(host, failure.reason)
+        log.info(
+            "outbound.retry",
+            host=host,
+            method=request.method,
+            reason=failure.reason,
+            attempt=attempts,
+            wait_s=round(wait, 3),
+            wait_source=source,
+        )
+        return float(wait)
+
+    def _give_up(self, host: str, reason: str, why: str, wait: float) -> None:
         log.info("outbound.retry_skipped", host=host, reason=reason, why=why, wait_s=round(wait, 3))
-        return False
 
     async def _attempt(
         self,
