@@ -39,9 +39,9 @@ test: bootstrap  ## Run the template tests (renders every variant, runs its work
 	else echo "No Docker engine: the e2e tests will be skipped" >&2; fi; \
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup $(PYTEST_ARGS)
 
-lint: bootstrap  ## Lint the template repository's own Python (tests, hooks)
-	$(BIN)/ruff check tests hooks
-	$(BIN)/ruff format --check tests hooks
+lint: bootstrap  ## Lint the template repository's own Python (tests, hooks, fleet)
+	$(BIN)/ruff check tests hooks fleet
+	$(BIN)/ruff format --check tests hooks fleet
 
 # `make bench` also installs matplotlib and py-spy into .venv, and wrk (Debian's package) when
 # it is missing and the user is root. BENCH_ARGS=--quick makes a short smoke run.
