@@ -32,6 +32,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "observability"
+DATASOURCE = "${datasource}"
 PROMETHEUS_RULE = ROOT / "deploy/components/servicemonitor/prometheusrule.yaml"
 HOW_TO_GET_PROMTOOL = """promtool was not found. It ships with Prometheus:
   Debian/Ubuntu: apt-get install prometheus   (promtool is /usr/bin/promtool)
@@ -91,9 +92,9 @@ def check_dashboard() -> None:
     if not found:
         fail("dashboard.json has no queries")
     for title, target in found:
-        if target.get("datasource", {}).get("uid") != "${datasource}" or not target.get("expr"):
-            fail(f"dashboard.json, panel {title!r}: each query needs an expr and ${{datasource}}")
-    print(f"dashboard.json: {len(found)} queries, all on ${{datasource}}")
+        if target.get("datasource", {}).get("uid") != DATASOURCE or not target.get("expr"):
+            fail(f"dashboard.json, panel {title!r}: each query needs an expr and {DATASOURCE}")
+    print(f"dashboard.json: {len(found)} queries, all on {DATASOURCE}")
 
 
 def main() -> None:
