@@ -45,6 +45,11 @@ BAD_ANSWERS: list[tuple[dict[str, Any], str]] = [
     ({"http_port": "-1"}, "is not a port number"),
     ({"ci_provider": "jenkins"}, "Invalid choice"),
     ({"deploy": "helm"}, "Invalid choice"),
+    ({"slo_availability": "99.9%"}, "is not an availability objective"),
+    ({"slo_availability": "100"}, "is not an availability objective"),
+    ({"slo_availability": "85"}, "is out of range"),
+    ({"repository_url": "github.com/acme/orders"}, "is not a web address"),
+    ({"repository_url": "https://github.com/acme/orders/"}, "is not a web address"),
 ]
 
 

@@ -32,6 +32,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
 JINJA_LEFTOVER = re.compile(r"\{\{-?\s*[A-Za-z_]|\{%-?\s|\s-?%\}|\{#-?\s")
 
 
+# Not Jinja: Prometheus's alert templates (`{{ $labels.host }}`) and Grafana's legend formats
+# (`"legendFormat": "{{route}}"`) in the observability files, and the examples quoting them.
+PROMETHEUS_TEMPLATE = re.compile(r"\{\{ \$(labels\.\w+|value) \}\}")
+GRAFANA_LEGEND = re.compile(r'^\s*"legendFormat": "(\{\{\w+\}\}|[\w ])*",?$')
+
+
 def _leftover_jinja(project: Path) -> list[str]:
     found = []
     for path in project.rglob("*"):
@@ -41,7 +47,9 @@ def _leftover_jinja(project: Path) -> list[str]:
             found.append(f"{path}: template file name")
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
-            if JINJA_LEFTOVER.search(line):
+            if GRAFANA_LEGEND.match(line):
+                continue
+            if JINJA_LEFTOVER.search(PROMETHEUS_TEMPLATE.sub("", line)):
                 found.append(f"{path.relative_to(project)}:{number}: {line.strip()}")
     return found
 

@@ -20,6 +20,7 @@ import contextlib
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Annotated
 
 import aiohttp
@@ -100,6 +101,16 @@ class _AiohttpBody(httpx.AsyncByteStream):
             self._release_slot = None
 
 
+@dataclass(frozen=True, slots=True)
+class PoolUsage:
+    """The shared client's connection pool at one moment (read at scrape time, never counted
+    per request)."""
+
+    in_use: int
+    idle: int
+    max_connections: int
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """httpx's transport interface over an aiohttp connection pool.
 
@@ -122,6 +133,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._slots = asyncio.Semaphore(http.max_connections)
         self._timeout_key: tuple[float | None, float | None] = (None, None)
         self._timeout = aiohttp.ClientTimeout(ceil_threshold=_NO_ROUNDING)
+
+    def usage(self) -> PoolUsage:
+        """The pool now: connections in use (a request holds one of the ``max_connections``
+        slots, from sending until its body is released: what runs out and ends in
+        ``PoolTimeout``) and idle (kept alive in aiohttp's connector for reuse)."""
+        limit = self._settings.max_connections
+        in_use = limit - self._slots._value  # asyncio has no public count of a semaphore
+        session = self._session
+        connector = None if session is None or session.closed else session.connector
+        if not isinstance(connector, aiohttp.TCPConnector):
+            return PoolUsage(in_use, 0, limit)
+        # aiohttp has no public counter of its idle connections: this is its keep-alive store.
+        idle = sum(len(kept) for kept in connector._conns.values())
+        return PoolUsage(in_use, idle, limit)
 
     def _open(self) -> aiohttp.ClientSession:
         http = self._settings
@@ -292,6 +317,24 @@ async def get_http_client(request: Request) -> httpx.AsyncClient:
         msg = "The shared HTTP client is not open: is the app running inside its lifespan?"
         raise RuntimeError(msg)
     return client
+
+
+def pool_usage(app: FastAPI) -> PoolUsage | None:
+    """The connection pool of the app's shared client, either pool (aiohttp's connector or
+    httpx's own); None while the client is not open, or when a test replaced the pool."""
+    client = open_client(app)
+    if client is None:
+        return None
+    inner = outbound_transport(client).inner
+    if isinstance(inner, AiohttpTransport):
+        return inner.usage()
+    if isinstance(inner, httpx.AsyncHTTPTransport):
+        settings: PlatformSettings = app.state.settings
+        # httpcore's pool: each connection is idle (kept alive, no request) or in use.
+        connections = inner._pool.connections
+        idle = sum(1 for connection in connections if connection.is_idle())
+        return PoolUsage(len(connections) - idle, idle, settings.http.max_connections)
+    return None
 
 
 def outbound_transport(client: httpx.AsyncClient) -> OutboundTransport:
