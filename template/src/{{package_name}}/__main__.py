@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import gc
+import sys
 
 import uvicorn
 
+from .core.server import Server
 from .main import create_app, get_settings
+
+STARTUP_FAILURE = 3  # uvicorn's exit code when the app did not start
 
 
 def main() -> None:
@@ -18,7 +22,7 @@ def main() -> None:
     # measured, p99 latency under load about halves and CPU per request drops by about 6%.
     gc.collect()
     gc.freeze()
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -32,6 +36,11 @@ def main() -> None:
         proxy_headers=False,
         server_header=False,
     )
+    # uvicorn's server, with /readyz turning 503 for shutdown_delay seconds before the drain.
+    server = Server(config, app=app, shutdown_delay=settings.shutdown_delay)
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
 
 
 if __name__ == "__main__":
