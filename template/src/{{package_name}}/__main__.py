@@ -7,15 +7,23 @@ import sys
 
 import uvicorn
 
+from .core.config import ConfigError, report, wants_json
 from .core.server import Server
 from .main import create_app, get_settings
+from .settings import Settings
 
 STARTUP_FAILURE = 3  # uvicorn's exit code when the app did not start
+CONFIG_ERROR = 2
 
 
 def main() -> None:
     """Run one uvicorn worker; scale with more containers, not more workers per container."""
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ConfigError as exc:
+        # One line (JSON unless LOG_FORMAT=console), not a traceback: exit 2, a usage error.
+        report(exc, json_format=wants_json(Settings))
+        sys.exit(CONFIG_ERROR)
     app = create_app(settings)
     # What exists now (modules, the app and its routes, models, settings) lives as long as the
     # process. Freezing it keeps the collector from walking it again in every full collection:
