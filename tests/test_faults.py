@@ -257,6 +257,43 @@ def test_sigterm_during_a_burst_loses_nothing(project: Path, downstream: FaultDo
     }
 
 
+def test_shutdown_delay_turns_readyz_unready_and_keeps_serving_then_drains(
+    project: Path, downstream: FaultDownstream
+) -> None:
+    """SHUTDOWN_DELAY: after SIGTERM /readyz is 503 while /users/1 is served on new connections;
+    then the drain lets a request in flight finish and the process exits cleanly."""
+    downstream.set("ok")
+    env = {
+        **FAST,
+        "MY_SERVICE_HTTP__TIMEOUT": "10",
+        "MY_SERVICE_RETRY__DEADLINE": "20",
+        "MY_SERVICE_SHUTDOWN_DELAY": "5",
+        "MY_SERVICE_GRACEFUL_SHUTDOWN_TIMEOUT": "20",
+    }
+    with serve(project, PACKAGE, env, downstream_url=downstream.url) as service:
+        service.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while httpx.get(f"{service.base_url}/readyz", timeout=5).status_code != 503:
+            assert time.monotonic() < deadline, "/readyz did not turn 503 after SIGTERM"
+            time.sleep(0.05)
+        assert httpx.get(f"{service.base_url}/readyz", timeout=5).json() == {"status": "draining"}
+        # Every other request is served, each on a new connection.
+        assert httpx.get(f"{service.base_url}/users/1", timeout=10).status_code == 200
+        assert httpx.get(f"{service.base_url}/healthz", timeout=5).status_code == 200
+        assert service.process.poll() is None
+        # A request taken in during the delay and still running when the drain starts finishes.
+        downstream.set("ok", delay=8)
+        in_flight = httpx.get(f"{service.base_url}/users/2", timeout=30)
+        exit_code = service.process.wait(timeout=30)
+        events = [(line.get("event"), line.get("path")) for line in service.log_lines()]
+        assert ("shutdown.draining", None) in events, "the drain did not start after the delay"
+        # The drain started while /users/2 was still in flight, and it was answered after.
+        assert events.index(("shutdown.draining", None)) < events.index(("request", "/users/2"))
+        assert ("http_client.closed", None) in events
+    assert in_flight.status_code == 200, in_flight.text
+    assert exit_code in (0, -signal.SIGTERM)
+
+
 def test_schemathesis_finds_no_server_error(project: Path) -> None:
     with serve(project, PACKAGE, FAST) as service:
         result = run(

@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 import gc
+import sys
 
 import uvicorn
 
+from .core.config import ConfigError, report, wants_json
+from .core.server import Server
 from .main import create_app, get_settings
+from .settings import Settings
+
+STARTUP_FAILURE = 3  # uvicorn's exit code when the app did not start
+CONFIG_ERROR = 2
 
 
 def main() -> None:
     """Run one uvicorn worker; scale with more containers, not more workers per container."""
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ConfigError as exc:
+        # One line (JSON unless LOG_FORMAT=console), not a traceback: exit 2, a usage error.
+        report(exc, json_format=wants_json(Settings))
+        sys.exit(CONFIG_ERROR)
     app = create_app(settings)
     # What exists now (modules, the app and its routes, models, settings) lives as long as the
     # process. Freezing it keeps the collector from walking it again in every full collection:
     # measured, p99 latency under load about halves and CPU per request drops by about 6%.
     gc.collect()
     gc.freeze()
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -32,6 +44,11 @@ def main() -> None:
         proxy_headers=False,
         server_header=False,
     )
+    # uvicorn's server, with /readyz turning 503 for shutdown_delay seconds before the drain.
+    server = Server(config, app=app, shutdown_delay=settings.shutdown_delay)
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
 
 
 if __name__ == "__main__":

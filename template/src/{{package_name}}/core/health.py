@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
 from .http_client import open_client, outbound_transport
+from .server import is_draining
 
 if TYPE_CHECKING:
     from .app import ReadinessCheck
@@ -48,7 +49,10 @@ async def readyz(request: Request) -> JSONResponse:
 
     Open circuits are reported under ``breakers`` but do not make the service unready: taking it
     out of rotation because a downstream is down would spread one outage to every caller.
+    During the ``shutdown_delay`` after SIGTERM it answers 503 (``draining``), and only it.
     """
+    if is_draining(request.app):
+        return JSONResponse({"status": "draining"}, status_code=503)
     client = open_client(request.app)
     body: dict[str, object] = {
         "status": "starting" if client is None else "ready",
