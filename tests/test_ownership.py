@@ -110,11 +110,11 @@ def test_glob_semantics(tmp_path: Path) -> None:
 
 
 def _marker_line(path: str) -> str:
-    return (
-        f"\n<!-- next release: {path} -->\n"
-        if path.endswith(".md")
-        else f"# next release: {path}\n"
-    )
+    if path.endswith(".md"):
+        return f"\n<!-- next release: {path} -->\n"
+    if path.endswith(".py"):  # two blank lines, as ruff format wants before a top-level comment
+        return f"\n\n# next release: {path}\n"
+    return f"# next release: {path}\n"
 
 
 def _rendered_path(source: str) -> str:
@@ -136,7 +136,10 @@ def make_next_release(tree: Path, ownership: dict[str, list[str]], tool: Any) ->
         if tool.owners(rendered, ownership) != ["template_owned"]:
             continue
         text = source.read_text()
-        source.write_text(text + ("" if text.endswith("\n") else "\n") + _marker_line(rendered))
+        marker = _marker_line(rendered)
+        if not text.strip():  # an empty file: no blank lines before its only line
+            text, marker = "", marker.lstrip("\n")
+        source.write_text(text + ("" if text.endswith("\n") or not text else "\n") + marker)
         changed.append(rendered)
     env = tree / "template/.env.example.jinja"
     env.write_text(
@@ -362,9 +365,8 @@ def customize_every_seam(project: Path) -> None:
         "    users_service: UsersServiceSettings = UsersServiceSettings()\n",
         "    users_service: UsersServiceSettings = UsersServiceSettings()\n"
         "    orders_page_size: int = Field(50, ge=1)\n"
-        "    orders_service: OrdersServiceSettings = OrdersServiceSettings(\n"
-        '        retry={"max_attempts": 2}\n'
-        "    )\n",
+        "    orders_service: OrdersServiceSettings = OrdersServiceSettings("
+        'retry={"max_attempts": 2})\n',
     )
     service = package / "service.py"
     _edit(
@@ -384,9 +386,9 @@ def customize_every_seam(project: Path) -> None:
     stub_routes = project / "tests/e2e/stub_routes.py"
     stub_routes.write_text(stub_routes.read_text() + STUB_ROUTE)
     users = package / "users.py"
-    users.write_text(users.read_text() + "\n# ours\n")
+    users.write_text(users.read_text() + "\n\n# ours\n")
     users_tests = project / "tests/test_users.py"
-    users_tests.write_text(users_tests.read_text() + "\n# The team's note on its tests.\n")
+    users_tests.write_text(users_tests.read_text() + "\n\n# The team's note on its tests.\n")
     _edit(project / "pyproject.toml", DEPENDENCY_MARKER, DEPENDENCY_MARKER + '    "anyio>=4",\n')
     (project / "README.md").write_text((project / "README.md").read_text() + README_SECTION)
     (project / ".env.example").write_text((project / ".env.example").read_text() + ENV_LINES)

@@ -35,6 +35,8 @@ JINJA_LEFTOVER = re.compile(r"\{\{-?\s*[A-Za-z_]|\{%-?\s|\s-?%\}|\{#-?\s")
 # Not Jinja: Prometheus's alert templates (`{{ $labels.host }}`) and Grafana's legend formats
 # (`"legendFormat": "{{route}}"`) in the observability files, and the examples quoting them.
 PROMETHEUS_TEMPLATE = re.compile(r"\{\{ \$(labels\.\w+|value) \}\}")
+# Not Jinja either: GitHub Actions expressions in the workflows (`${{ vars.TEMPLATE_DRIFT }}`).
+GITHUB_EXPRESSION = re.compile(r"\$\{\{ [^{}]* \}\}")
 GRAFANA_LEGEND = re.compile(r'^\s*"legendFormat": "(\{\{\w+\}\}|[\w ])*",?$')
 
 
@@ -49,7 +51,8 @@ def _leftover_jinja(project: Path) -> list[str]:
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if GRAFANA_LEGEND.match(line):
                 continue
-            if JINJA_LEFTOVER.search(PROMETHEUS_TEMPLATE.sub("", line)):
+            line_without_others = GITHUB_EXPRESSION.sub("", PROMETHEUS_TEMPLATE.sub("", line))
+            if JINJA_LEFTOVER.search(line_without_others):
                 found.append(f"{path.relative_to(project)}:{number}: {line.strip()}")
     return found
 
