@@ -304,9 +304,10 @@ def test_orders_settings_and_policy() -> None:
 TEAM_SETTINGS = '''
 
 class OrdersServiceSettings(DownstreamSettings):
-    """The orders service."""
+    """The orders service; its policy as field defaults, as docs/architecture.md says."""
 
     base_url: AnyHttpUrl = AnyHttpUrl("http://orders-api:8000")
+    retry: dict[str, Any] = Field(default={"max_attempts": 2})
 '''
 
 GREETINGS_MODULE = '''"""A route of the team's own."""
@@ -354,7 +355,11 @@ def customize_every_seam(project: Path) -> None:
     (package / "greetings.py").write_text(GREETINGS_MODULE)
     (project / "tests/test_orders.py").write_text(ORDERS_TEST)
     settings = package / "settings.py"
-    _edit(settings, "from pydantic import AnyHttpUrl\n", "from pydantic import AnyHttpUrl, Field\n")
+    _edit(
+        settings,
+        "from pydantic import AnyHttpUrl\n",
+        "from typing import Any\n\nfrom pydantic import AnyHttpUrl, Field\n",
+    )
     _edit(
         settings,
         "\n\nclass Settings(PlatformSettings):",
@@ -365,8 +370,7 @@ def customize_every_seam(project: Path) -> None:
         "    users_service: UsersServiceSettings = UsersServiceSettings()\n",
         "    users_service: UsersServiceSettings = UsersServiceSettings()\n"
         "    orders_page_size: int = Field(50, ge=1)\n"
-        "    orders_service: OrdersServiceSettings = OrdersServiceSettings("
-        'retry={"max_attempts": 2})\n',
+        "    orders_service: OrdersServiceSettings = OrdersServiceSettings()\n",
     )
     service = package / "service.py"
     _edit(
