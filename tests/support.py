@@ -60,6 +60,18 @@ def _without_make_variables(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k not in outer}
 
 
+# For a render's make: empty the outer make's variables (`make test PYTEST_ARGS=...` passes them
+# to every make below it, through MAKEFLAGS and the environment).
+RENDER_MAKE_ENV = {"MAKEFLAGS": "", "MFLAGS": "", "MAKELEVEL": "", "PYTEST_ARGS": ""}
+
+
+def replace_once(path: Path, old: str, new: str) -> None:
+    """Replace ``old``, which must occur exactly once in ``path``, with ``new``."""
+    text = path.read_text()
+    assert text.count(old) == 1, f"{path}: expected {old!r} once; update the test's edit"
+    path.write_text(text.replace(old, new))
+
+
 def run(
     cmd: list[str], cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import free_port, render, run, serve, wait_http
+from tests.support import RENDER_MAKE_ENV, free_port, render, run, serve, wait_http
 
 pytestmark = [pytest.mark.xdist_group("observability"), pytest.mark.render]
 
@@ -33,7 +33,6 @@ JOB = "my-service"
 SCHEMAS = Path(__file__).parent / "schemas" / "backstage"
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
-RENDER_MAKE_ENV = {"MAKEFLAGS": "", "MFLAGS": "", "MAKELEVEL": "", "PYTEST_ARGS": ""}
 # Alerts that the load below must trip (their expression returns data now; `for:` aside), and
 # the ones a healthy process must not: its pool and file descriptors are far from their limits.
 FIRING = {"ErrorBudgetBurnFast", "ErrorBudgetBurnSlow", "DownstreamCircuitOpen"}
@@ -45,6 +44,8 @@ def _ensure_prometheus() -> None:
     if os.access(PROMETHEUS, os.X_OK) and os.access(PROMTOOL, os.X_OK):
         return
     in_ci = os.environ.get("CI", "").lower() == "true"
+    if in_ci and shutil.which("apt-get") is None:
+        pytest.fail("CI needs Debian's prometheus package, and this machine has no apt-get")
     if not (in_ci or os.geteuid() == 0) or shutil.which("apt-get") is None:
         pytest.skip(
             "needs Debian's prometheus package (apt-get install prometheus); "

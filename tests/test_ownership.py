@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from tests.support import (
+    RENDER_MAKE_ENV,
     REPO_ROOT,
     commit_all,
     conflict_markers,
@@ -31,6 +32,7 @@ from tests.support import (
     project_files,
     rejected_hunks,
     render,
+    replace_once,
     run,
     unmerged_paths,
     update_project,
@@ -39,7 +41,6 @@ from tests.support import (
 PACKAGE = "my_service"
 CURRENT = "1.0.0"
 NEXT = "1.1.0"
-RENDER_MAKE_ENV = {"MAKEFLAGS": "", "MFLAGS": "", "MAKELEVEL": "", "PYTEST_ARGS": ""}
 
 # The variants whose maps are checked: the defaults and every optional part switched off.
 MAP_VARIANTS: dict[str, dict[str, Any]] = {
@@ -342,12 +343,6 @@ DEPENDENCY_MARKER = (
 )
 
 
-def _edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert text.count(old) == 1, f"{path}: {old!r}"
-    path.write_text(text.replace(old, new))
-
-
 def customize_every_seam(project: Path) -> None:
     """A heavy customization, only in team-owned and shared files."""
     package = project / "src" / PACKAGE
@@ -355,17 +350,17 @@ def customize_every_seam(project: Path) -> None:
     (package / "greetings.py").write_text(GREETINGS_MODULE)
     (project / "tests/test_orders.py").write_text(ORDERS_TEST)
     settings = package / "settings.py"
-    _edit(
+    replace_once(
         settings,
         "from pydantic import AnyHttpUrl\n",
         "from typing import Any\n\nfrom pydantic import AnyHttpUrl, Field\n",
     )
-    _edit(
+    replace_once(
         settings,
         "\n\nclass Settings(PlatformSettings):",
         TEAM_SETTINGS + "\n\nclass Settings(PlatformSettings):",
     )
-    _edit(
+    replace_once(
         settings,
         "    users_service: UsersServiceSettings = UsersServiceSettings()\n",
         "    users_service: UsersServiceSettings = UsersServiceSettings()\n"
@@ -373,14 +368,14 @@ def customize_every_seam(project: Path) -> None:
         "    orders_service: OrdersServiceSettings = OrdersServiceSettings()\n",
     )
     service = package / "service.py"
-    _edit(
+    replace_once(
         service,
         "from .settings import Settings\n",
         "from .greetings import router as greetings_router\n"
         "from .orders import router as orders_router\n"
         "from .settings import Settings\n",
     )
-    _edit(
+    replace_once(
         service,
         "    app.include_router(users_router)\n",
         "    app.include_router(users_router)\n"
@@ -393,7 +388,9 @@ def customize_every_seam(project: Path) -> None:
     users.write_text(users.read_text() + "\n\n# ours\n")
     users_tests = project / "tests/test_users.py"
     users_tests.write_text(users_tests.read_text() + "\n\n# The team's note on its tests.\n")
-    _edit(project / "pyproject.toml", DEPENDENCY_MARKER, DEPENDENCY_MARKER + '    "anyio>=4",\n')
+    replace_once(
+        project / "pyproject.toml", DEPENDENCY_MARKER, DEPENDENCY_MARKER + '    "anyio>=4",\n'
+    )
     (project / "README.md").write_text((project / "README.md").read_text() + README_SECTION)
     (project / ".env.example").write_text((project / ".env.example").read_text() + ENV_LINES)
     runbook = project / "docs/runbook.md"

@@ -35,6 +35,7 @@ import yaml
 from packaging.version import Version
 
 from tests.support import (
+    RENDER_MAKE_ENV,
     REPO_ROOT,
     changelog_commit,
     clear_tree,
@@ -50,6 +51,7 @@ from tests.support import (
     release_tag,
     released_versions,
     render,
+    replace_once,
     run,
     unmerged_paths,
     update_project,
@@ -86,12 +88,6 @@ class Updated:
 # --- Building template versions -----------------------------------------------------------------
 
 
-def _replace(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert text.count(old) == 1, f"{path}: expected {old!r} once; update the synthetic version"
-    path.write_text(text.replace(old, new))
-
-
 def _resub(path: Path, pattern: str, replacement: str) -> None:
     text, count = re.subn(pattern, replacement, path.read_text(), count=1, flags=re.MULTILINE)
     assert count == 1, f"{path}: {pattern!r} not found; update the synthetic version or scenario"
@@ -109,10 +105,10 @@ def make_synthetic_old(tree: Path) -> None:
     (template / "docs/runbook.md.jinja").rename(template / "RUNBOOK.md.jinja")
     if not any((template / "docs").iterdir()):
         (template / "docs").rmdir()
-    _replace(tree / "copier.yml", "  - docs/runbook.md\n", "  - RUNBOOK.md\n")
+    replace_once(tree / "copier.yml", "  - docs/runbook.md\n", "  - RUNBOOK.md\n")
     _resub(tree / "copier.yml", r"^_migrations:\n(?:(?:[ \t].*)?\n)*", "")
     # One line the conflict scenario edits too.
-    _replace(template / ".env.example.jinja", "_LOG_LEVEL=INFO\n", "_LOG_LEVEL=DEBUG\n")
+    replace_once(template / ".env.example.jinja", "_LOG_LEVEL=INFO\n", "_LOG_LEVEL=DEBUG\n")
     # Changes in the files the customized scenario edits, on other lines than its edits.
     _resub(template / "README.md.jinja", r"^\| `make update` \|.*\n", "")
     package = template / "src/{{package_name}}"
@@ -184,11 +180,6 @@ def _differences(actual: Path, expected: Path) -> list[str]:
     return found
 
 
-# `make test PYTEST_ARGS=...` here passes its variables to every make below it (in MAKEFLAGS and
-# the environment); a render's make must not run with this repository's pytest arguments.
-RENDER_MAKE_ENV = {"MAKEFLAGS": "", "MFLAGS": "", "MAKELEVEL": "", "PYTEST_ARGS": ""}
-
-
 def _passes_its_own_checks(project: Path) -> str:
     """Scenario (e): the render's own workflow, as CI runs it. Returns the test run's output."""
     run(["make", "install"], cwd=project, env=RENDER_MAKE_ENV)
@@ -248,30 +239,32 @@ def customize(project: Path, runbook: str) -> None:
     package = project / "src" / PACKAGE
     (package / "greetings.py").write_text(GREETINGS_MODULE)
     (project / "tests/test_greetings.py").write_text(GREETINGS_TEST)
-    _replace(
+    replace_once(
         package / "service.py",
         "from .settings import Settings\n",
         "from .greetings import router as greetings_router\nfrom .settings import Settings\n",
     )
-    _replace(
+    replace_once(
         package / "service.py",
         "    app.include_router(users_router)\n",
         "    app.include_router(users_router)\n    app.include_router(greetings_router)\n",
     )
-    _replace(
+    replace_once(
         package / "settings.py",
         "from pydantic import AnyHttpUrl\n",
         "from pydantic import AnyHttpUrl, Field\n",
     )
-    _replace(
+    replace_once(
         package / "settings.py",
         "    users_service: UsersServiceSettings = UsersServiceSettings()\n",
         "    users_service: UsersServiceSettings = UsersServiceSettings()\n"
         "    graceful_shutdown_timeout: int = Field(45, gt=0)\n",
     )
-    _replace(project / "pyproject.toml", DEPENDENCY_MARKER, DEPENDENCY_MARKER + '    "anyio>=4",\n')
-    _replace(project / "README.md", "## Endpoints\n\n", "## Endpoints\n\n" + README_EDIT)
-    _replace(project / runbook, "- Who is paged, and where: _fill in_", RUNBOOK_EDIT)
+    replace_once(
+        project / "pyproject.toml", DEPENDENCY_MARKER, DEPENDENCY_MARKER + '    "anyio>=4",\n'
+    )
+    replace_once(project / "README.md", "## Endpoints\n\n", "## Endpoints\n\n" + README_EDIT)
+    replace_once(project / runbook, "- Who is paged, and where: _fill in_", RUNBOOK_EDIT)
     (project / ".env").write_text(LOCAL_ENV)
 
 
@@ -397,7 +390,7 @@ def test_d_without_the_migration_the_runbook_edit_would_be_lost(
     commit_all(repo, f"Release {NEW} without its migration", tag=NEW)
 
     project = copy_project(repo, tmp_path / "svc", OLD)
-    _replace(project / "RUNBOOK.md", "- Who is paged, and where: _fill in_", RUNBOOK_EDIT)
+    replace_once(project / "RUNBOOK.md", "- Who is paged, and where: _fill in_", RUNBOOK_EDIT)
     commit_all(project, "Fill in the runbook")
     update_project(project)
     assert not (project / "RUNBOOK.md").exists()
@@ -411,7 +404,7 @@ def test_d_without_the_migration_the_runbook_edit_would_be_lost(
 def conflicted(versions: TemplateVersions, tmp_path_factory: pytest.TempPathFactory) -> Updated:
     """The owners changed the log level line of .env.example, which the template changed too."""
     project = copy_project(versions.repo, tmp_path_factory.mktemp("conflict") / "svc", OLD)
-    _replace(project / ".env.example", "_LOG_LEVEL=DEBUG\n", "_LOG_LEVEL=WARNING\n")
+    replace_once(project / ".env.example", "_LOG_LEVEL=DEBUG\n", "_LOG_LEVEL=WARNING\n")
     commit_all(project, "Quieter local logs")
     return _update_and_record(project)
 
@@ -743,23 +736,23 @@ EXPECTED_0_2_0_CONFLICTS = [f"src/{PACKAGE}/main.py", f"src/{PACKAGE}/settings.p
 def customize_as_0_1_0_docs_said(project: Path) -> None:
     package = project / "src" / PACKAGE
     (package / "orders.py").write_text(ORDERS_0_1_0)
-    _replace(package / "main.py", "from . import health\n", "from . import health, orders\n")
-    _replace(
+    replace_once(package / "main.py", "from . import health\n", "from . import health, orders\n")
+    replace_once(
         package / "main.py",
         "    app.include_router(health.router)\n",
         "    app.include_router(health.router)\n    app.include_router(orders.router)\n",
     )
-    _replace(
+    replace_once(
         package / "settings.py",
         "    tracing: TracingSettings = TracingSettings()\n",
         "    tracing: TracingSettings = TracingSettings()\n    orders_page_size: int = 50\n",
     )
-    _replace(
+    replace_once(
         project / ".env.example",
         "# Tracing: share of new root traces sampled",
         "MY_SERVICE_ORDERS_PAGE_SIZE=50\n\n# Tracing: share of new root traces sampled",
     )
-    _replace(project / "README.md", "## Endpoints\n\n", "## Endpoints\n\n" + README_EDIT)
+    replace_once(project / "README.md", "## Endpoints\n\n", "## Endpoints\n\n" + README_EDIT)
 
 
 @pytest.fixture(scope="module")
@@ -810,17 +803,17 @@ def test_0_1_0_customized_service_passes_its_checks_once_resolved_as_documented(
         f"src/{PACKAGE}/main.py",
         f"src/{PACKAGE}/settings.py",
     )
-    _replace(
+    replace_once(
         package / "service.py",
         "from .settings import Settings\n",
         "from .orders import router as orders_router\nfrom .settings import Settings\n",
     )
-    _replace(
+    replace_once(
         package / "service.py",
         "    app.include_router(users_router)\n",
         "    app.include_router(users_router)\n    app.include_router(orders_router)\n",
     )
-    _replace(
+    replace_once(
         package / "settings.py",
         "    users_service: UsersServiceSettings = UsersServiceSettings()\n",
         "    users_service: UsersServiceSettings = UsersServiceSettings()\n"
