@@ -60,6 +60,14 @@ class _State:
 STATE = _State()
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's default accept queue is 5: a burst of pooled connections from the service
+    # overflows it, the kernel drops the SYNs, and the client's connect retry (1 s later) meets
+    # the service's 1 s connect timeout. A real downstream listens with a deep backlog.
+    request_queue_size = 1024
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as a real downstream
 
@@ -125,8 +133,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     args = parser.parse_args()
-    server = ThreadingHTTPServer((args.host, args.port), Handler)
-    server.daemon_threads = True
+    server = _Server((args.host, args.port), Handler)
     print(f"stub downstream listening on {args.host}:{args.port}", flush=True)
     server.serve_forever()
 
