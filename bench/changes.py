@@ -89,6 +89,13 @@ REVERTS = [
         "\ndef get_users_client(",
     ),
     Revert(
+        "cycle:kept",
+        "responses freed by the cyclic garbage collector (the response/stream cycle kept)",
+        "core/transport.py",
+        "self._response.stream = _CLOSED_BODY",
+        "pass",
+    ),
+    Revert(
         "logs:uncached",
         "structlog loggers not cached on first use",
         "core/log.py",
