@@ -631,6 +631,9 @@ def ratios(cells: list[dict[str, Any]], table: dict[str, Any]) -> dict[str, dict
                 if ("A", c, rep) in by and (other, c, rep) in by and by[(other, c, rep)]["rps"]
             ]
             entry = out.setdefault(f"A/{other}", {})
+            if not table[other][key]["rps"]:  # it served nothing (E at c=128 can time out)
+                entry[key] = {"ratio": None, "note": f"{other} served no request"}
+                continue
             entry[key] = {
                 "ratio": round(table["A"][key]["rps"] / table[other][key]["rps"], 2),
                 "per_rep_min": round(min(per_rep), 2),
@@ -647,8 +650,12 @@ def ratios(cells: list[dict[str, Any]], table: dict[str, Any]) -> dict[str, dict
 def judge(ratio_table: dict[str, Any], fd: dict[str, Any] | None) -> list[dict[str, Any]]:
     verdicts = []
     for name, c, target, stretch in TARGETS:
-        measured = ratio_table.get(name, {}).get(str(c), {}).get("ratio")
-        if measured is None:
+        entry = ratio_table.get(name, {}).get(str(c))
+        if entry is None:
+            continue
+        measured = entry["ratio"]
+        if measured is None:  # the other scenario served nothing: A is better by any factor
+            verdicts.append({"target": f"{name} at c={c}", "measured": entry["note"], "met": True})
             continue
         at_most = name.startswith("p99")
         met = measured <= target if at_most else measured >= target
@@ -723,6 +730,8 @@ def markdown(result: dict[str, Any]) -> str:
             r = per_c.get(str(c))
             if r is None:
                 cells.append("")
+            elif r["ratio"] is None:
+                cells.append(r["note"])
             elif "per_rep_min" in r:
                 cells.append(f"{r['ratio']} ({r['per_rep_min']}-{r['per_rep_max']})")
             else:
@@ -939,6 +948,8 @@ def main() -> None:
                         + (f"  errors {cell['errors']}" if cell["errors"] else "")
                     )
 
+        # Kept at once: a failure in a later step must not lose the load runs.
+        (args.results / "cells.json").write_text(json.dumps(cells, indent=2) + "\n")
         settle(plan)
         service_a = plan[0]
         max_connections = 200  # the rendered default (HTTP__MAX_CONNECTIONS)
