@@ -67,8 +67,7 @@ class Bench:
     def __init__(self, package: str) -> None:
         self.pkg = package
         self.mod = {
-            name: importlib.import_module(f"{package}.{name}")
-            for name in ("main", "settings")
+            name: importlib.import_module(f"{package}.{name}") for name in ("main", "settings")
         } | {
             name: importlib.import_module(f"{package}.core.{name}")
             for name in ("http_client", "transport", "middleware", "log")
