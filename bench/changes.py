@@ -2,6 +2,7 @@
 the same service with one change undone, side by side under the same load.
 
     .venv/bin/python -m bench.changes [--baseline GIT-REF] [--repetitions 3] [--seconds 4]
+        [--only KEY ...]
 
 Every variant is the current render with one file patched back (run from a copy of ``src/``
 that shadows the installed package through PYTHONPATH), so the difference to "current" is what
@@ -81,6 +82,20 @@ REVERTS = [
         "def get_http_client(",
     ),
     Revert(
+        "users:sync-dependency",
+        "users.py: get_users_client as a plain def (a worker-thread hop per request)",
+        "users.py",
+        "\nasync def get_users_client(",
+        "\ndef get_users_client(",
+    ),
+    Revert(
+        "cycle:kept",
+        "responses freed by the cyclic garbage collector (the response/stream cycle kept)",
+        "core/transport.py",
+        "self._response.stream = _CLOSED_BODY",
+        "pass",
+    ),
+    Revert(
         "logs:uncached",
         "structlog loggers not cached on first use",
         "core/log.py",
@@ -104,56 +119,7 @@ REVERTS = [
 ]
 
 
-_METRICS_LOOKUP = """\
-    def inbound(self, method: str, route: str, status: int, duration_s: float) -> None:
-        self.inbound_requests.labels(method, route, str(status)).inc()
-        self.inbound_duration.labels(method, route).observe(duration_s)
-
-    def outbound(self, host: str, method: str, outcome: str, duration_s: float) -> None:
-        self.outbound_requests.labels(host, method, outcome).inc()
-        self.outbound_duration.labels(host, method).observe(duration_s)"""
-
-_METRICS_CACHED = """\
-    def inbound(self, method: str, route: str, status: int, duration_s: float) -> None:
-        cache = self.__dict__.setdefault("_children", {})
-        key = ("in", method, route, status)
-        children = cache.get(key)
-        if children is None:
-            children = cache[key] = (
-                self.inbound_requests.labels(method, route, str(status)),
-                self.inbound_duration.labels(method, route),
-            )
-        children[0].inc()
-        children[1].observe(duration_s)
-
-    def outbound(self, host: str, method: str, outcome: str, duration_s: float) -> None:
-        cache = self.__dict__.setdefault("_children", {})
-        key = ("out", host, method, outcome)
-        children = cache.get(key)
-        if children is None:
-            children = cache[key] = (
-                self.outbound_requests.labels(host, method, outcome),
-                self.outbound_duration.labels(host, method),
-            )
-        children[0].inc()
-        children[1].observe(duration_s)"""
-
-PROPOSALS = [
-    Revert(
-        "proposal:async-dependency",
-        "PROPOSAL users.py: get_users_client as async def (no worker-thread hop)",
-        "users.py",
-        "\ndef get_users_client(",
-        "\nasync def get_users_client(",
-    ),
-    Revert(
-        "proposal:metric-children",
-        "PROPOSAL metrics.py: look each label set's children up once",
-        "core/metrics.py",
-        _METRICS_LOOKUP,
-        _METRICS_CACHED,
-    ),
-]
+PROPOSALS: list[Revert] = []
 
 
 def variant_source(project: Path, key: str, patches: list[Revert]) -> Path | None:
@@ -226,6 +192,13 @@ def main() -> None:
     parser.add_argument(
         "--no-proposals", dest="proposals", action="store_false", help="skip the PROPOSALS"
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="KEY",
+        help="load only this variant (a key such as users:sync-dependency) beside current; "
+        "repeatable",
+    )
     args = parser.parse_args()
     prepare_environment()
     binary = ensure_wrk()
@@ -249,19 +222,22 @@ def main() -> None:
         return scenario
 
     plan = [service("current", "the template as it is (all changes)", project, python)]
-    plan.append(
-        service(
-            "pool:httpx",
-            "httpx's own pool instead of aiohttp (HTTP__TRANSPORT=httpx)",
-            project,
-            python,
-            **{f"{PREFIX}HTTP__TRANSPORT": "httpx"},
+    if not args.only or "pool:httpx" in args.only:
+        plan.append(
+            service(
+                "pool:httpx",
+                "httpx's own pool instead of aiohttp (HTTP__TRANSPORT=httpx)",
+                project,
+                python,
+                **{f"{PREFIX}HTTP__TRANSPORT": "httpx"},
+            )
         )
-    )
     applied = []
     variants = [(r.key, r.label, [r]) for r in REVERTS]
     if args.proposals:
         variants += [(p.key, p.label, [p]) for p in PROPOSALS]
+    if args.only:
+        variants = [variant for variant in variants if variant[0] in args.only]
     for key, label, patches in variants:
         root = variant_source(project, key, patches)
         if root is not None:

@@ -45,6 +45,7 @@ def main() -> None:
         "throughput": f"{first}\n\n{pick(results, 'Throughput')}\n\n"
         f"A against the alternatives (ratio of median throughput; the range over the "
         f"repetitions in brackets):\n\n{pick(results, 'A against')}",
+        "scaling": pick(results, "How CPU per request"),
         "targets": pick(results, "Targets"),
         "options": pick(results, "What each option costs"),
         "micro": pick(results, "CPU per request by layer"),

@@ -67,8 +67,7 @@ class Bench:
     def __init__(self, package: str) -> None:
         self.pkg = package
         self.mod = {
-            name: importlib.import_module(f"{package}.{name}")
-            for name in ("main", "settings")
+            name: importlib.import_module(f"{package}.{name}") for name in ("main", "settings")
         } | {
             name: importlib.import_module(f"{package}.core.{name}")
             for name in ("http_client", "transport", "middleware", "log")
@@ -166,7 +165,7 @@ def variants(b: Bench) -> dict[str, Callable[[], contextlib.AbstractContextManag
 
     @contextlib.contextmanager
     def no_metrics() -> Iterator[Any]:
-        telemetry = importlib.import_module(f"{b.pkg}.telemetry")
+        telemetry = importlib.import_module(f"{b.pkg}.core.telemetry")
         app = b.app(b.settings())
         null = telemetry.NULL_OBSERVER
         app.state.http_client._transport._observer = null
@@ -180,35 +179,6 @@ def variants(b: Bench) -> dict[str, Callable[[], contextlib.AbstractContextManag
         app.middleware_stack = stack
         yield app
 
-    @contextlib.contextmanager
-    def cached_metric_children() -> Iterator[Any]:
-        # The observer with each label combination's child looked up once, not on every call.
-        app = b.app(b.settings())
-        observer = app.state.observer
-        if not hasattr(observer, "inbound_requests"):
-            yield app  # a render without metrics
-            return
-        children: dict[tuple[Any, ...], Any] = {}
-
-        def child(metric: Any, *labels: str) -> Any:
-            key = (id(metric), *labels)
-            found = children.get(key)
-            if found is None:
-                found = children[key] = metric.labels(*labels)
-            return found
-
-        def inbound(method: str, route: str, status: int, duration_s: float) -> None:
-            child(observer.inbound_requests, method, route, str(status)).inc()
-            child(observer.inbound_duration, method, route).observe(duration_s)
-
-        def outbound(host: str, method: str, outcome: str, duration_s: float) -> None:
-            child(observer.outbound_requests, host, method, outcome).inc()
-            child(observer.outbound_duration, host, method).observe(duration_s)
-
-        observer.inbound = inbound
-        observer.outbound = outbound
-        yield app
-
     return {
         "full stack": lambda: build(),
         "logging off (level WARNING)": lambda: build(log_level="WARNING"),
@@ -216,7 +186,6 @@ def variants(b: Bench) -> dict[str, Callable[[], contextlib.AbstractContextManag
         "tracing off (no-op tracer)": no_tracing,
         "metrics off": no_metrics,
         "retry loop off (one attempt, no stamina)": no_stamina,
-        "metrics with cached label children": cached_metric_children,
     }
 
 

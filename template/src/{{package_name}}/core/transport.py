@@ -65,17 +65,28 @@ class ResponseTooLarge(httpx.RemoteProtocolError):
     not read, and the connection was dropped."""
 
 
+_CLOSED_BODY = httpx.ByteStream(b"")
+"""What a response's ``stream`` becomes once its body is closed (httpx never reads it again)."""
+
+
 class _BoundedBody(httpx.AsyncByteStream):
     """A response body that stops at a size limit and at the call's deadline.
 
     httpx's read timeout bounds each read, not the whole body: a downstream that drips one byte
     every few seconds, or streams without end, would hold the caller forever.
+
+    Closing it also unhooks the body from its response. httpx's client wraps the stream in one
+    that refers back to the response (to set ``elapsed`` on close): a reference cycle, so every
+    response, with its request, headers and the pool's response object, waited for the cyclic
+    garbage collector (about 40 objects per call). With the response's ``stream`` replaced by an
+    empty one once closed, reference counting frees them when the caller lets go.
     """
 
     def __init__(
         self,
         inner: httpx.AsyncByteStream,
         request: httpx.Request,
+        response: httpx.Response,
         *,
         limit: int,
         deadline: float,
@@ -83,6 +94,7 @@ class _BoundedBody(httpx.AsyncByteStream):
     ) -> None:
         self._inner = inner
         self._request = request
+        self._response: httpx.Response | None = response
         self._limit = limit
         self._deadline = deadline
         self._clock = clock
@@ -100,7 +112,14 @@ class _BoundedBody(httpx.AsyncByteStream):
             yield chunk
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        try:
+            await self._inner.aclose()
+        finally:
+            # httpx reads a closed response's body never again (it raises StreamClosed, or
+            # returns the content it kept): the stream wrapper and its cycle can go.
+            if self._response is not None:
+                self._response.stream = _CLOSED_BODY
+                self._response = None
 
 
 @dataclass(slots=True)
@@ -423,6 +442,7 @@ class OutboundTransport(httpx.AsyncBaseTransport):
         response.stream = _BoundedBody(
             response.stream,
             request,
+            response,
             limit=self._max_response_bytes,
             deadline=body_deadline,
             clock=self._clock,
