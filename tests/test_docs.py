@@ -45,8 +45,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_make_docs_builds_every_page(site: Path) -> None:
     pages = {path.relative_to(REPO_ROOT / "docs") for path in (REPO_ROOT / "docs").rglob("*.md")}
     for page in pages:
-        built = page.with_suffix("") / "index.html" if page.stem != "index" else page.parent
-        html = site / built if built.suffix else site / built / "index.html"
+        html = site / (page.parent if page.stem == "index" else page.with_suffix("")) / "index.html"
         assert html.is_file(), f"docs/{page} was not built into {html}"
     changelog = (site / "changelog/index.html").read_text()
     assert "Unreleased" in changelog, "the changelog page does not include CHANGELOG.md"

@@ -142,7 +142,7 @@ def test_tune_resilience(tmp_path: Path) -> None:
     output = run_guide("tune-resilience", tmp_path, {"SERVICE": str(service)})
     assert "users-api:8000: attempts=2 deadline=3.0s open=5.0s minimum_calls=5" in output, output
     assert "any other host: attempts=3 open=15.0s" in output, output
-    assert re.search(r"MY_SERVICE_USERS_SERVICE__RETRY.*max_attemps", output), output
+    assert "unknown field(s) max_attemps; allowed: max_attempts" in output, output
 
 
 def test_update_and_resolve_conflicts(template: Path, tmp_path: Path) -> None:
