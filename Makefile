@@ -13,7 +13,7 @@ export UV_CACHE_DIR ?= $(CURDIR)/.cache/uv
 # Parallel renders; 2 matches a 2-core CI machine.
 JOBS ?= 2
 
-.PHONY: help bootstrap demo test lint clean
+.PHONY: help bootstrap demo test lint docs reference clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -39,9 +39,19 @@ test: bootstrap  ## Run the template tests (renders every variant, runs its work
 	else echo "No Docker engine: the e2e tests will be skipped" >&2; fi; \
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup $(PYTEST_ARGS)
 
-lint: bootstrap  ## Lint the template repository's own Python (tests, hooks, fleet)
-	$(BIN)/ruff check tests hooks fleet
-	$(BIN)/ruff format --check tests hooks fleet
+lint: bootstrap  ## Lint the template repository's own Python (tests, hooks, fleet, tools)
+	$(BIN)/ruff check tests hooks fleet tools
+	$(BIN)/ruff format --check tests hooks fleet tools
+
+# The documentation site (mkdocs.yml, docs/): strict, so a warning, a broken link or a page left
+# out of the navigation fails the build. `make test` builds it too (tests/test_docs.py).
+SITE_DIR ?= site
+
+docs: bootstrap  ## Build the documentation site into site/ (MkDocs, --strict)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir "$(SITE_DIR)"
+
+reference: bootstrap  ## Regenerate docs/reference/ from copier.yml and a default render
+	$(BIN)/python -m tools.docs_reference
 
 # `make bench` also installs matplotlib and py-spy into .venv, and wrk (Debian's package) when
 # it is missing and the user is root. BENCH_ARGS=--quick makes a short smoke run.

@@ -52,6 +52,49 @@ def render(
     return dst
 
 
+def ensure_debian_package(package: str, binaries: list[str]) -> None:
+    """Install Debian's ``package`` when one of ``binaries`` is missing: in CI (CI=true) or as
+    root; elsewhere skip the calling test, saying why. CI without apt-get fails instead, since a
+    test skipped in CI checks nothing. Installs of parallel test workers take turns (dpkg holds
+    one lock), and the package's own service is never started."""
+    import fcntl
+
+    import pytest
+
+    if all(os.access(binary, os.X_OK) for binary in binaries):
+        return
+    in_ci = os.environ.get("CI", "").lower() == "true"
+    if in_ci and shutil.which("apt-get") is None:
+        pytest.fail(f"CI needs Debian's {package} package, and this machine has no apt-get")
+    if not (in_ci or os.geteuid() == 0) or shutil.which("apt-get") is None:
+        pytest.skip(
+            f"needs Debian's {package} package (apt-get install {package}); "
+            "installed automatically in CI (CI=true) or as root"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    with open("/tmp/template-tests-apt.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if all(os.access(binary, os.X_OK) for binary in binaries):
+            return  # another worker installed it meanwhile
+        # policy-rc.d refuses to start the package's service: tests run their own processes.
+        policy = Path("/usr/sbin/policy-rc.d")
+        had_policy = policy.exists()
+        if not had_policy:
+            policy.write_text("#!/bin/sh\nexit 101\n")
+            policy.chmod(0o755)
+        try:
+            subprocess.run(["apt-get", "update", "-qq"], env=env, check=True, timeout=600)
+            subprocess.run(
+                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
+                env=env,
+                check=True,
+                timeout=900,
+            )
+        finally:
+            if not had_policy:
+                policy.unlink()
+
+
 def _without_make_variables(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment without the outer make's variables: `make test PYTEST_ARGS=...` passes
     them to every nested make (through MAKEFLAGS and the environment), and a render's own make

@@ -10,7 +10,6 @@ tests run in CI (CI=true) or as root; elsewhere these tests skip, saying why.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -24,7 +23,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import RENDER_MAKE_ENV, free_port, render, run, serve, wait_http
+from tests.support import (
+    RENDER_MAKE_ENV,
+    ensure_debian_package,
+    free_port,
+    render,
+    run,
+    serve,
+    wait_http,
+)
 
 pytestmark = [pytest.mark.xdist_group("observability"), pytest.mark.render]
 
@@ -39,41 +46,9 @@ FIRING = {"ErrorBudgetBurnFast", "ErrorBudgetBurnSlow", "DownstreamCircuitOpen"}
 SILENT = {"ConnectionPoolSaturated", "FileDescriptorsNearLimit", "FileDescriptorsLeaking"}
 
 
-def _ensure_prometheus() -> None:
-    """Debian's prometheus package (the server and promtool), installed when missing."""
-    if os.access(PROMETHEUS, os.X_OK) and os.access(PROMTOOL, os.X_OK):
-        return
-    in_ci = os.environ.get("CI", "").lower() == "true"
-    if in_ci and shutil.which("apt-get") is None:
-        pytest.fail("CI needs Debian's prometheus package, and this machine has no apt-get")
-    if not (in_ci or os.geteuid() == 0) or shutil.which("apt-get") is None:
-        pytest.skip(
-            "needs Debian's prometheus package (apt-get install prometheus); "
-            "installed automatically in CI (CI=true) or as root"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    # The package's service is not wanted: tests run their own server. policy-rc.d refuses it.
-    policy = Path("/usr/sbin/policy-rc.d")
-    had_policy = policy.exists()
-    if not had_policy:
-        policy.write_text("#!/bin/sh\nexit 101\n")
-        policy.chmod(0o755)
-    try:
-        subprocess.run(["apt-get", "update", "-qq"], env=env, check=True, timeout=600)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"],
-            env=env,
-            check=True,
-            timeout=900,
-        )
-    finally:
-        if not had_policy:
-            policy.unlink()
-
-
 @pytest.fixture(scope="module")
 def prometheus_tools() -> None:
-    _ensure_prometheus()
+    ensure_debian_package("prometheus", [PROMETHEUS, PROMTOOL])
 
 
 @pytest.fixture(scope="module")

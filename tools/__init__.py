@@ -1,0 +1,1 @@
+"""The template repository's own tools that are not tests: the documentation's generators."""
