@@ -82,6 +82,14 @@ def test_generated_reference_is_current() -> None:
     assert not stale, "\n".join(stale) + f"\n{hint}"
 
 
+def test_the_readme_summarizes_every_question() -> None:
+    """The README's short question table sits beside the generated page; it must not fall behind."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    summarized = set(re.findall(r"^\| `([a-z_]+)` \|", readme, re.M))
+    missing = set(docs_reference.questions()) - summarized
+    assert not missing, f"README.md's question table lacks {sorted(missing)}"
+
+
 def test_a_question_without_help_cannot_be_documented(tmp_path: Path) -> None:
     copier_yml = tmp_path / "copier.yml"
     copier_yml.write_text(
