@@ -333,10 +333,14 @@ def copy_project(
     return dst
 
 
-def update_project(project: Path, vcs_ref: str | None = None) -> None:
-    """`copier update --trust --defaults --conflict inline`, to ``vcs_ref`` or the latest tag."""
+def update_project(
+    project: Path, vcs_ref: str | None = None, data: Mapping[str, Any] | None = None
+) -> None:
+    """`copier update --trust --defaults --conflict inline`, to ``vcs_ref`` or the latest tag,
+    with ``data`` as new answers (`--data`)."""
     copier.run_update(
         str(project),
+        data=dict(data or {}),
         defaults=True,
         overwrite=True,
         unsafe=True,

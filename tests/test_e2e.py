@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.interpreters import DEFAULT_PYTHON_VERSION, reported_version
 from tests.support import pytest_summary, render, run
 
 REQUIRED = os.environ.get("CI", "").lower() == "true" or os.environ.get("E2E_REQUIRED") == "1"
@@ -33,6 +34,15 @@ E2E_TESTS = [
 def test_rendered_e2e_suite_passes(tmp_path: Path) -> None:
     if not os.environ.get("BASE_IMAGE") and not REQUIRED:
         pytest.skip("no Docker engine prepared (run through `make test`, which sets BASE_IMAGE)")
+    # The base image tests/docker/engine.sh built (a Debian release) has the default Python, so
+    # the image under test runs the version a new service gets.
+    in_base_image = ["docker", "run", "--rm", "--network", "none", os.environ["BASE_IMAGE"]]
+    base_python = reported_version([*in_base_image, "python3"], tmp_path)
+    assert base_python == DEFAULT_PYTHON_VERSION, (
+        f"{os.environ['BASE_IMAGE']} has Python {base_python}, the default python_version is "
+        f"{DEFAULT_PYTHON_VERSION}: build the base image from the Debian release that has it "
+        "(DEBIAN_SUITE in tests/docker/engine.sh)"
+    )
     project = render(tmp_path / "service")
     # A local secret in the build context: test f checks that the image does not carry it.
     (project / ".env").write_text("MY_SERVICE_LOG_LEVEL=INFO  # canary: must not reach the image\n")

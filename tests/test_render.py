@@ -4,11 +4,13 @@ render's own workflow: no Jinja left, ruff, ruff format, mypy --strict and its p
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.interpreters import DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS, reported_version
 from tests.support import pytest_summary, render, run
 
 # One render per answer that changes what is rendered; each flips one question from its default.
@@ -27,6 +29,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-otlp": {"include_otlp_exporter": False},
     "gitlab": {"ci_provider": "gitlab"},
     "no-ci": {"ci_provider": "none"},
+    # Each python_version other than the default (which "defaults" runs), under that interpreter.
+    **{
+        f"python-{version}": {"python_version": version}
+        for version in PYTHON_VERSIONS
+        if version != DEFAULT_PYTHON_VERSION
+    },
 }
 
 # The openings of a Jinja expression, statement or comment; `{}}` in Python or YAML is not one.
@@ -60,10 +68,17 @@ def _leftover_jinja(project: Path) -> list[str]:
 
 @pytest.mark.render
 @pytest.mark.parametrize("answers", VARIANTS.values(), ids=VARIANTS.keys())
-def test_render_passes_its_own_checks(tmp_path: Path, answers: dict[str, Any]) -> None:
+def test_render_passes_its_own_checks(
+    tmp_path: Path, answers: dict[str, Any], python_for: Callable[[str], Path]
+) -> None:
+    version = answers.get("python_version", DEFAULT_PYTHON_VERSION)
+    if version != DEFAULT_PYTHON_VERSION:  # without it here, uv may still download the default
+        python_for(version)
     project = render(tmp_path / "service", answers)
     assert _leftover_jinja(project) == []
     run(["make", "install"], cwd=project)
+    # uv chose the interpreter from the render's own .python-version.
+    assert reported_version([str(project / ".venv/bin/python")], project) == version
     run(["make", "lint"], cwd=project)
     run(["make", "typecheck"], cwd=project)
     result = run(["make", "test"], cwd=project)

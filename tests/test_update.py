@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ import pytest
 import yaml
 from packaging.version import Version
 
+from tests.interpreters import DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS, reported_version
 from tests.support import (
     RENDER_MAKE_ENV,
     REPO_ROOT,
@@ -66,6 +68,8 @@ NEW = str(max(Version(v) for v in [*RELEASES, *(m["version"] for m in MIGRATIONS
 # The Copier the tests run (the bootstrapped one), for `make update` and the CI job's script.
 COPIER_BIN = str(Path(sys.executable).with_name("copier"))
 PACKAGE = "my_service"
+# The release that asked python_version first (its migration keeps older services on 3.11).
+PYTHON_QUESTION_ADDED = "0.3.0"
 
 
 @dataclass(frozen=True)
@@ -156,8 +160,15 @@ def _answers(project: Path) -> dict[str, Any]:
     return answers
 
 
-def _update_and_record(project: Path, vcs_ref: str | None = None) -> Updated:
-    update_project(project, vcs_ref)
+def _update_and_record(
+    project: Path, vcs_ref: str | None = None, data: dict[str, Any] | None = None
+) -> Updated:
+    update_project(project, vcs_ref, data)
+    return _record(project)
+
+
+def _record(project: Path) -> Updated:
+    """The state an update left ``project`` in, before anything else touches it."""
     return Updated(
         project,
         git(project, "status", "--porcelain"),
@@ -457,6 +468,62 @@ def test_e_resolved_conflict_passes_lint_types_and_tests(conflicted: Updated) ->
     _passes_its_own_checks(project)
 
 
+# --- Moving a service to another Python: `make update DATA=python_version=...` -----------------
+
+OLDEST_PYTHON = PYTHON_VERSIONS[0]
+
+
+def _venv_python(project: Path) -> str:
+    """The major.minor of the interpreter the render's .venv was made with."""
+    return reported_version([str(project / ".venv/bin/python")], project)
+
+
+@pytest.fixture(scope="module")
+def python_moved(
+    versions: TemplateVersions,
+    tmp_path_factory: pytest.TempPathFactory,
+    python_for: Callable[[str], Path],
+) -> Updated:
+    """A service on the oldest Python, kept as its owners keep it (rendered, installed, uv.lock
+    committed), then moved to the default Python by changing its answer, as docs/upgrading.md
+    says: `make update DATA=python_version=<default>`."""
+    python_for(OLDEST_PYTHON)
+    project = tmp_path_factory.mktemp("python-move") / "svc"
+    copy_project(versions.repo, project, NEW, {"python_version": OLDEST_PYTHON})
+    run(["make", "install"], cwd=project, env=RENDER_MAKE_ENV)
+    assert _venv_python(project) == OLDEST_PYTHON
+    commit_all(project, "Lock dependencies")
+    data = f"DATA=python_version={DEFAULT_PYTHON_VERSION}"
+    run(["make", "update", f"COPIER={COPIER_BIN}", data], cwd=project, env=RENDER_MAKE_ENV)
+    return _record(project)
+
+
+@pytest.mark.xdist_group("python-move")
+def test_python_version_change_applies_cleanly(python_moved: Updated, fresh: Path) -> None:
+    assert (python_moved.unmerged, python_moved.markers, python_moved.rejects) == ([], [], [])
+    assert _answers(python_moved.project)["python_version"] == DEFAULT_PYTHON_VERSION
+    # Every file is what a fresh render on that Python has; only uv.lock waits for `make install`.
+    assert [
+        difference
+        for difference in _differences(python_moved.project, fresh)
+        if not difference.endswith(": uv.lock")
+    ] == []
+    assert "ARG BASE_IMAGE=python:3.11" not in (python_moved.project / "Dockerfile").read_text()
+
+
+@pytest.mark.xdist_group("python-move")
+@pytest.mark.render
+def test_python_version_change_passes_lint_types_and_tests_on_the_new_version(
+    python_moved: Updated,
+) -> None:
+    _passes_its_own_checks(python_moved.project)
+    assert _venv_python(python_moved.project) == DEFAULT_PYTHON_VERSION
+    # `make install` locked again for the new version; the owners commit it with the update.
+    lock = (python_moved.project / "uv.lock").read_text()
+    assert f'requires-python = ">={DEFAULT_PYTHON_VERSION}"' in lock
+    assert " M uv.lock" in git(python_moved.project, "status", "--porcelain").splitlines()
+
+
 # --- Copies from untagged refs, `make update` and the CI job ------------------------------------
 
 
@@ -654,6 +721,13 @@ def test_release_tags_contain_the_commit_that_added_their_changelog_heading(vers
     assert ancestor.returncode == 0, f"tag {version} does not contain its release commit"
 
 
+def _answers_kept_by_migrations(version: str) -> dict[str, Any]:
+    """The answers that an update from ``version`` records for questions added after it, so the
+    service keeps what it had: 0.3.0's migration keeps Python 3.11 for a service made before the
+    python_version question."""
+    return {"python_version": "3.11"} if Version(version) < Version(PYTHON_QUESTION_ADDED) else {}
+
+
 def _released_version_params() -> list[Any]:
     params = []
     for version in RELEASES:
@@ -707,8 +781,40 @@ def test_g_every_released_version_updates_to_head(
     project = copy_project(repo, tmp_path / "svc", version)
     updated = _update_and_record(project, vcs_ref=head)
     assert (updated.unmerged, updated.markers, updated.rejects) == ([], [], [])
-    expected = copy_project(repo, tmp_path / "expected", head)
+    # What HEAD renders for the service's answers, the ones migrations record included.
+    kept = _answers_kept_by_migrations(version)
+    assert {key: _answers(project)[key] for key in kept} == kept
+    expected = copy_project(repo, tmp_path / "expected", head, kept)
     assert _differences(project, expected) == []
+
+
+def test_g_an_answer_given_with_the_update_wins_over_the_kept_python(
+    history: tuple[Path, str], tmp_path: Path
+) -> None:
+    """A service made before the python_version question can move with the same update that
+    brings the question: `--data` wins over the 3.11 that 0.3.0's migration records."""
+    repo, head = history
+    (version,) = [v for v in RELEASES if Version(v) < Version(PYTHON_QUESTION_ADDED)][:1]
+    project = copy_project(repo, tmp_path / "svc", version)
+    updated = _update_and_record(project, head, {"python_version": DEFAULT_PYTHON_VERSION})
+    assert (updated.unmerged, updated.markers, updated.rejects) == ([], [], [])
+    assert _answers(project)["python_version"] == DEFAULT_PYTHON_VERSION
+    assert _differences(project, copy_project(repo, tmp_path / "expected", head)) == []
+
+
+MIGRATION_0_3_0 = REPO_ROOT / "hooks/migrations/v0_3_0_keep_python_version.py"
+
+
+def test_migration_0_3_0_records_python_3_11_only_where_no_answer_is(tmp_path: Path) -> None:
+    answers = tmp_path / ".copier-answers.yml"
+    answers.write_text("_commit: 0.2.0\nservice_name: orders-api\n")
+    run([sys.executable, str(MIGRATION_0_3_0), answers.name], cwd=tmp_path)
+    recorded = yaml.safe_load(answers.read_text())
+    assert recorded == {"_commit": "0.2.0", "service_name": "orders-api", "python_version": "3.11"}
+    # An answer that is there (a service rendered from a template that asked) is the owners'.
+    answers.write_text("python_version: '3.12'\n")
+    run([sys.executable, str(MIGRATION_0_3_0), answers.name], cwd=tmp_path)
+    assert answers.read_text() == "python_version: '3.12'\n"
 
 
 # --- 0.1.0 to the update-safe layout (0.2.0), customized as 0.1.0's docs said ------------------

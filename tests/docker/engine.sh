@@ -6,7 +6,7 @@
 # ---------------
 # The container tests (image builds, testcontainers) must also run in
 # hermetic or air-gapped CI, where no container registry can be reached: every
-# `docker pull` fails, so neither `FROM python:3.11-slim` nor the testcontainers
+# `docker pull` fails, so neither `FROM python:3.13-slim` nor the testcontainers
 # "Ryuk" reaper image can be used. This script therefore
 #   1. installs Debian's Docker engine (docker.io) and debootstrap if dockerd
 #      is missing (a Debian package mirror is all it needs, no registry),
@@ -14,9 +14,11 @@
 #      bridge networking really works (a published port reached from the host,
 #      two containers on a user-defined network reaching each other by name),
 #   3. builds the base image locally, once, with debootstrap + `docker import`
-#      instead of pulling it (Debian bookworm minbase + python3 + python3-venv
+#      instead of pulling it (Debian minbase + python3 + python3-venv
 #      + ca-certificates, trusting this host's CA bundle), and reuses it by tag
-#      on later runs.
+#      on later runs. The Debian release is the one whose python3 is the
+#      template's default python_version (copier.yml): trixie, Python 3.13.
+#      tests/test_e2e.py checks that the image's python3 is that version.
 # It is idempotent: a second run finds the engine and the image and only
 # prints the environment.
 #
@@ -47,9 +49,12 @@
 #     -h, --help    show this header
 #
 # Environment (all optional):
-#     BASE_IMAGE            image tag (default fastapi-template-base:bookworm)
-#     DEBIAN_MIRROR         mirror for debootstrap (default: the first bookworm
-#                           entry of apt's own sources, else deb.debian.org)
+#     DEBIAN_SUITE          Debian release of the base image (default trixie,
+#                           whose python3 is 3.13; bookworm gives 3.11)
+#     BASE_IMAGE            image tag (default fastapi-template-base:$DEBIAN_SUITE)
+#     DEBIAN_MIRROR         mirror for debootstrap (default: the first entry of
+#                           apt's own sources for that release, else for this
+#                           host's release, else deb.debian.org)
 #     SSL_CERT_FILE         CA bundle copied into the image
 #                           (default /etc/ssl/certs/ca-certificates.crt)
 #     DOCKERD_LOG           dockerd log file (default /var/log/dockerd-tests.log)
@@ -103,8 +108,8 @@ fi
 
 set -Eeuo pipefail
 
-BASE_IMAGE="${BASE_IMAGE:-fastapi-template-base:bookworm}"
-SUITE=bookworm
+SUITE="${DEBIAN_SUITE:-trixie}"
+BASE_IMAGE="${BASE_IMAGE:-fastapi-template-base:$SUITE}"
 # Bump when the recipe of the base image changes: an image with another
 # recipe label is rebuilt instead of reused.
 BASE_RECIPE=1
@@ -266,13 +271,13 @@ fi
 # 3. Base image
 # ---------------------------------------------------------------------------
 
-# Prints the first URI of a bookworm entry in apt's own sources.
+# Prints the first URI of an entry for suite $1 in apt's own sources.
 apt_mirror() {
-    local f
+    local f suite="$1"
     for f in /etc/apt/sources.list.d/*.sources; do
         [[ -r "$f" ]] || continue
         # deb822: blank-line separated stanzas of "Key: value" fields.
-        awk -v suite="$SUITE" '
+        awk -v suite="$suite" '
             BEGIN { RS = ""; FS = "\n" }
             {
                 types = ""; suites = ""; uris = ""; enabled = "yes"
@@ -295,7 +300,7 @@ apt_mirror() {
     for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
         [[ -r "$f" ]] || continue
         # deb [options] URI suite components...
-        awk -v suite="$SUITE" '
+        awk -v suite="$suite" '
             $1 == "deb" {
                 i = 2
                 if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
@@ -332,7 +337,13 @@ build_base_image() {
     need_root "building the base image (debootstrap)"
     [[ -r "$CA_BUNDLE" ]] || die "CA bundle not readable: $CA_BUNDLE (set SSL_CERT_FILE)"
     local mirror="${DEBIAN_MIRROR:-}"
-    [[ -n "$mirror" ]] || mirror="$(apt_mirror | head -n 1)"
+    [[ -n "$mirror" ]] || mirror="$(apt_mirror "$SUITE" | head -n 1)"
+    # A Debian mirror serves every release: the one this host installs its own from will do.
+    local host_suite
+    host_suite="$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")" || true
+    if [[ -z "$mirror" && -n "$host_suite" ]]; then
+        mirror="$(apt_mirror "$host_suite" | head -n 1)"
+    fi
     [[ -n "$mirror" ]] || mirror=http://deb.debian.org/debian
     local rootfs="$WORK/rootfs"
     mkdir -p "$rootfs"
@@ -380,7 +391,7 @@ build_base_image() {
         --change 'CMD ["python3"]' \
         - "$BASE_IMAGE" >/dev/null
     docker run --rm --network none "$BASE_IMAGE" sh -ec \
-        'python3 -m venv /tmp/v && /tmp/v/bin/python -c "import ssl, sys; assert sys.version_info[:2] == (3, 11)"' \
+        'python3 -m venv /tmp/v && /tmp/v/bin/python -c "import ssl, sys; assert sys.version_info >= (3, 11)"' \
         || die "the new image $BASE_IMAGE failed its check (python3 -m venv)"
     if [[ -n "$old_id" ]]; then  # the image this one replaces, unless in use
         docker image rm "$old_id" >/dev/null 2>&1 || true
