@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.interpreters import put_found_on_path
 from tests.support import DEFAULT_ANSWERS, REPO_ROOT, free_port, render, run, wait_http
 
 BENCH = REPO_ROOT / "bench"
@@ -85,9 +86,11 @@ def pin(cpu: int) -> list[str]:
 
 def prepare_environment() -> None:
     """What `make bench` sets up, for runs started with python -m: the bootstrapped uv first on
-    PATH (renders call it), one uv cache for every render, and a clean stop on SIGTERM (the
+    PATH (renders call it), the render's Python found on this machine (so uv downloads none where
+    one is installed), one uv cache for every render, and a clean stop on SIGTERM (the
     ``finally`` blocks stop every process a run started)."""
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    put_found_on_path()
     os.environ.setdefault("UV_CACHE_DIR", str(REPO_ROOT / ".cache" / "uv"))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 

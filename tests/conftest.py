@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,9 +11,8 @@ import pytest
 
 from tests.interpreters import (
     PYTHON_VERSIONS,
-    find_interpreter,
-    interpreter_dir,
     missing_message,
+    put_found_on_path,
 )
 
 if shutil.which("uv") is None:  # pragma: no cover - the Makefile puts uv on PATH
@@ -24,17 +21,13 @@ if shutil.which("uv") is None:  # pragma: no cover - the Makefile puts uv on PAT
 os.environ.setdefault("UV_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".cache/uv"))
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
-# Every python_version a render can ask for, as found on this machine (tests/interpreters.py).
-INTERPRETERS = {version: find_interpreter(version) for version in PYTHON_VERSIONS}
-FOUND = {version: path for version, path in INTERPRETERS.items() if path is not None}
-MISSING = [version for version, path in INTERPRETERS.items() if path is None]
+# Every python_version a render can ask for, as found on this machine (tests/interpreters.py),
+# first on PATH for every command the tests run: a render's uv finds the version its
+# .python-version names there. (A missing default version is left to uv, which may download it.)
+FOUND = put_found_on_path()
+MISSING = [version for version in PYTHON_VERSIONS if version not in FOUND]
 if MISSING and IN_CI:
     pytest.exit(missing_message(MISSING), returncode=2)
-# First on PATH for every command the tests run: a render's uv finds the version its
-# .python-version names there. (A missing default version is left to uv, which may download it.)
-_LINKS = Path(tempfile.mkdtemp(prefix="template-test-pythons-"))
-atexit.register(shutil.rmtree, _LINKS, ignore_errors=True)
-os.environ["PATH"] = f"{interpreter_dir(_LINKS, FOUND)}{os.pathsep}{os.environ['PATH']}"
 
 
 @pytest.fixture(scope="session")

@@ -15,10 +15,12 @@ Where an interpreter is looked for, first found wins:
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +107,15 @@ def missing_message(versions: list[str]) -> str:
         f"pyenv's versions folder). Install them (for example `pyenv install {versions[0]}`) "
         f"or name them with {variables}."
     )
+
+
+def put_found_on_path() -> dict[str, Path]:
+    """Put a ``pythonX.Y`` link to every interpreter found here first on this process's PATH,
+    so every render it makes (and their ``uv``) finds the version it asks for without a
+    download; return the interpreters found. The tests, ``make bench`` and ``make reference``
+    render services, and call this once."""
+    found = {version: path for version in PYTHON_VERSIONS if (path := find_interpreter(version))}
+    links = Path(tempfile.mkdtemp(prefix="template-pythons-"))
+    atexit.register(shutil.rmtree, links, ignore_errors=True)
+    os.environ["PATH"] = f"{interpreter_dir(links, found)}{os.pathsep}{os.environ['PATH']}"
+    return found

@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from tests.interpreters import put_found_on_path
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS_PAGE = REPO_ROOT / "docs/reference/questions.md"
 SETTINGS_PAGE = REPO_ROOT / "docs/reference/settings.md"
@@ -265,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail when a page is stale")
     args = parser.parse_args(argv)
+    put_found_on_path()  # the default render's Python, without a download where one is installed
     try:
         pages = generated_pages()
     except ReferenceError as error:
