@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.interpreters import DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS, put_found_on_path
 from tests.support import RunningService, render, run, serve
 
 PACKAGE = "my_service"
@@ -228,12 +229,24 @@ def recovery(service: RunningService, retry_after: float) -> None:
     _check(sent == 1, f"one probe call reached the downstream: got {sent}")
 
 
+def demo_python_version() -> str:
+    """The default python_version when this machine has it; else the one running the demo, so
+    the README's `make demo` needs nothing but the python3 it was started with (uv would
+    otherwise download the default, which needs the internet)."""
+    found = put_found_on_path()
+    running = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if DEFAULT_PYTHON_VERSION in found or running not in PYTHON_VERSIONS:
+        return DEFAULT_PYTHON_VERSION
+    return running
+
+
 def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="demo-") as tmp:
         project = Path(tmp) / "my-service"
-        _say(f"copier copy (default answers) -> {project}")
-        render(project)
+        python_version = demo_python_version()
+        _say(f"copier copy (default answers, python_version={python_version}) -> {project}")
+        render(project, {"python_version": python_version})
         _say("make install (uv sync)")
         run(["make", "install"], cwd=project)
         breaker = json.dumps(DEMO_BREAKER)
