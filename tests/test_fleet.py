@@ -24,8 +24,17 @@ import yaml
 
 from fleet.cli import repositories
 from fleet.ownership import globmatch, parse
+from tests.browser import CHROMIUM
 from tests.fleet_synthetic import LATEST, Truth, build_fleet, build_template
-from tests.support import REPO_ROOT, commit_all, copy_project, copy_working_tree, git, init_repo
+from tests.support import (
+    REPO_ROOT,
+    commit_all,
+    copy_project,
+    copy_working_tree,
+    ensure_debian_package,
+    git,
+    init_repo,
+)
 
 pytestmark = pytest.mark.xdist_group("fleet")
 
@@ -419,19 +428,9 @@ def test_waves_stop_after_a_wave_that_fails_too_often(fleet: list[Truth]) -> Non
 
 
 def chromium() -> str:
-    """Debian's chromium; installed here when missing in CI, never skipped there."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    if os.environ.get("CI") != "true":
-        pytest.skip("chromium is not installed (CI installs it: apt-get install chromium)")
-    assert os.geteuid() == 0, "CI must run as root to install chromium with apt-get"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env)
-    found = shutil.which("chromium")
-    assert found, "apt-get installed no chromium"
-    return found
+    """Debian's chromium; installed when missing in CI, never skipped there."""
+    ensure_debian_package("chromium", [CHROMIUM])
+    return CHROMIUM
 
 
 def browse(html: Path, *mode: str, profile: Path) -> subprocess.CompletedProcess[str]:
