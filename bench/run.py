@@ -35,7 +35,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -50,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.interpreters import put_found_on_path
+from tests.interpreters import PYTHON_VERSIONS, put_found_on_path
 from tests.support import DEFAULT_ANSWERS, REPO_ROOT, free_port, render, run, wait_http
 
 BENCH = REPO_ROOT / "bench"
@@ -587,15 +586,16 @@ def versions(project: Path) -> dict[str, str]:
         "pydantic",
         "orjson",
     ]
+    # Asked of the render's interpreter: the scenarios run on it, not on the harness's.
     code = (
-        "import importlib.metadata as m, json, sys; "
-        f"print(json.dumps({{n: m.version(n) for n in {names!r}}}))"
+        "import importlib.metadata as m, json, platform; "
+        f"print(json.dumps({{**{{n: m.version(n) for n in {names!r}}}, "
+        "'python': platform.python_version()}))"
     )
     found = run([str(project / ".venv/bin/python"), "-c", code], cwd=project).stdout
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
     return {
         **json.loads(found),
-        "python": platform.python_version(),
         "wrk": (wrk_version.stdout or wrk_version.stderr).split("\n")[0].strip(),
     }
 
@@ -874,6 +874,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument(
+        "--python",
+        choices=PYTHON_VERSIONS,
+        help="render (and run every scenario) on this Python; the template's default otherwise",
+    )
     args = parser.parse_args()
     all_c: tuple[int, ...] = (1, 32, 128)
     fd_counts = (10_000, 100_000)
@@ -891,8 +896,9 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     loadavg_start = round(os.getloadavg()[0], 2)
 
-    default = prepare_render("default", {})
-    no_metrics = prepare_render("no-metrics", {"include_metrics": False})
+    version = {"python_version": args.python} if args.python else {}
+    default = prepare_render("default", version)
+    no_metrics = prepare_render("no-metrics", {**version, "include_metrics": False})
 
     stub_port = unique_port()
     processes: list[subprocess.Popen[bytes]] = []
