@@ -18,7 +18,7 @@ from typing import Any
 
 from fleet import __version__
 from fleet.gitutil import FleetError
-from fleet.plan import plan_all
+from fleet.plan import describe_data, plan_all, unknown_questions
 from fleet.progress import Progress, wanted
 from fleet.report import render_html
 from fleet.status import status_one
@@ -96,6 +96,25 @@ def _rate(text: str) -> float:
     return value
 
 
+def _answer(text: str) -> tuple[str, str]:
+    """One ``--data KEY=VALUE``: the value is kept as text, as Copier's own --data does."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (python_version=3.13)")
+    return key.strip(), value
+
+
+def _add_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        type=_answer,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change this answer in the update, as `copier update --data` (repeatable)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -135,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="a JSON list on stdout")
     plan.add_argument("--to", required=True, metavar="REF", help="template tag, branch or commit")
     plan.add_argument("--jobs", type=_positive, default=1, help="trial updates run in parallel")
+    _add_data(plan)
     update = sub.add_parser("update", parents=[common], help="update on a branch, in waves")
     update.add_argument("--json", action="store_true", help="a JSON list on stdout")
     update.add_argument("--to", required=True, metavar="REF", help="template tag, branch or commit")
@@ -153,6 +173,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     update.add_argument("--open-pr", action="store_true", help="open pull requests (gh or glab)")
     update.add_argument("--pr-tool", choices=["auto", "gh", "glab"], default="auto")
+    _add_data(update)
     report = sub.add_parser("report", parents=[common], help="a self-contained HTML report")
     report.add_argument("--output", type=Path, default=Path("fleet-report.html"), metavar="FILE")
     report.add_argument(
@@ -211,7 +232,12 @@ def _statuses(paths: list[Path], templates: Templates, progress: Progress) -> li
 def _plan(
     args: argparse.Namespace, paths: list[Path], templates: Templates, progress: Progress
 ) -> int:
-    results = plan_all(paths, args.to, templates, args.jobs, progress.step, args.cache_dir)
+    data = _data(args, paths, templates)
+    if data is None:
+        return 2
+    results = plan_all(
+        paths, args.to, templates, args.jobs, progress.step, args.cache_dir, data=data
+    )
     progress.done()
     _emit(args.json, results, _plan_line)
     return 1 if any(r["outcome"] == "error" for r in results) else 0
@@ -220,6 +246,9 @@ def _plan(
 def _update(
     args: argparse.Namespace, paths: list[Path], templates: Templates, progress: Progress
 ) -> int:
+    data = _data(args, paths, templates)
+    if data is None:
+        return 2
     options = Options(
         args.to,
         args.wave_size,
@@ -227,6 +256,7 @@ def _update(
         args.open_pr,
         args.pr_tool,
         jobs=args.jobs,
+        data=data,
     )
     results, stopped = update_all(paths, options, templates, progress.step)
     progress.done()
@@ -235,6 +265,19 @@ def _update(
         print(f"fleet: stopped: {stopped}", file=sys.stderr)
     failed = any(r["outcome"] in ("error", "failed") for r in results)
     return 1 if failed or stopped else 0
+
+
+def _data(
+    args: argparse.Namespace, paths: list[Path], templates: Templates
+) -> dict[str, str] | None:
+    """The --data answers, once every service's template at --to is known to ask them; None
+    (after saying why on stderr) when one does not, so that nothing runs. A key given twice
+    keeps its last value, as Copier's own --data does."""
+    data = dict(args.data)
+    problems = unknown_questions(paths, args.to, templates, data) if data else []
+    for problem in problems:
+        print(f"fleet: {problem}", file=sys.stderr)
+    return None if problems else data
 
 
 def _report(
@@ -293,8 +336,10 @@ def _plan_line(r: dict[str, Any]) -> str:
         return f"{r['path']}: error: {r['error']}"
     extra = f" in {', '.join(r['conflicts'])}" if r["conflicts"] else ""
     migrations = f"; migrations: {len(r['migrations'])}" if r["migrations"] else ""
+    answers = f" with {describe_data(r['data'])}" if r["data"] else ""
     return (
-        f"{r['path']}: {r['template_version']} -> {r['target']}: {r['outcome']}{extra}{migrations}"
+        f"{r['path']}: {r['template_version']} -> {r['target']}{answers}: "
+        f"{r['outcome']}{extra}{migrations}"
     )
 
 

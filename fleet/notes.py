@@ -27,6 +27,7 @@ class UpdateFacts:
     conflicts: list[str] = field(default_factory=list)
     checks: dict[str, str] = field(default_factory=dict)  # "make lint" -> "passed"/"failed: ..."
     diffstat: str = ""
+    data: dict[str, str] = field(default_factory=dict)  # answers changed with --data
 
 
 def changelog_sections(text: str) -> dict[str, str]:
@@ -72,6 +73,10 @@ def body(template: Template, facts: UpdateFacts, crossed: list[Release]) -> str:
         f"Outcome: **{facts.outcome}**.",
         "",
     ]
+    lines += _list(
+        "Answers changed (`copier update --data`)",
+        [f"`{key}={value}`" for key, value in facts.data.items()],
+    )
     lines += _attention(changelog, crossed)
     lines += _list(
         "Migrations run",

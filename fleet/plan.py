@@ -1,4 +1,5 @@
 """`fleet plan`: what `copier update --to REF` would do to each service, without changing it.
+With ``--data KEY=VALUE``, the update also changes those answers (Copier's ``--data``).
 
 The prediction is made by doing the real thing where it cannot matter: the same Copier update
 that `fleet update` runs, with the same options, in a throwaway local clone of the service.
@@ -14,23 +15,28 @@ import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from fleet.gitutil import FleetError, git
 from fleet.service import Service, open_service, require_clean, tree_id
-from fleet.template import Template, redirect_output
+from fleet.template import Template, answers_key, redirect_output
 
 TemplateFor = Callable[[str], Template]
 CONFLICT_MARKER = re.compile(rb"^(<{7}|={7}|>{7})( |$)", re.MULTILINE)
 
 
-def apply_update(path: Path, ref: str) -> str:
-    """`copier update --trust --defaults --conflict inline --vcs-ref REF` in ``path``: the one
-    update both `plan` and `update` run. Returns what Copier and its migrations printed."""
+def apply_update(path: Path, ref: str, data: Mapping[str, str] | None = None) -> str:
+    """`copier update --trust --defaults --conflict inline --vcs-ref REF [--data KEY=VALUE ...]`
+    in ``path``: the one update both `plan` and `update` run. The values are strings, as on
+    Copier's command line: Copier casts and validates them by each question's type, choices and
+    validator, and a value it refuses is this service's failure. Returns what Copier and its
+    migrations printed."""
     import copier
     from copier.errors import DirtyLocalWarning
 
@@ -39,6 +45,7 @@ def apply_update(path: Path, ref: str) -> str:
         try:
             copier.run_update(
                 str(path),
+                data=dict(data or {}),
                 conflict="inline",
                 defaults=True,
                 overwrite=True,
@@ -100,17 +107,74 @@ def empty_result(path: Path) -> dict[str, Any]:
         "conflicts": [],
         "migrations": [],
         "changed": [],
+        "data": {},
         "error": None,
     }
 
 
-def prepare(path: Path, ref: str, template_for: TemplateFor) -> tuple[Service, Template, str, str]:
+def describe_data(data: Mapping[str, str]) -> str:
+    """The answers an update changes, as given: ``python_version=3.13, owner=team-b``."""
+    return ", ".join(f"{key}={value}" for key, value in data.items())
+
+
+def check_data(template: Template, target: str, data: Mapping[str, str]) -> None:
+    """Refuse an answer to a question the template at ``target`` does not ask; Copier would
+    record it without using it."""
+    questions = template.questions(target)
+    unknown = [key for key in data if key not in questions]
+    if unknown:
+        raise FleetError(
+            f"--data {', '.join(unknown)}: not a question of the template {template.src} at "
+            f"{template.label(target)}; its questions: {', '.join(questions) or '(none)'}"
+        )
+
+
+def unknown_questions(
+    paths: Iterable[Path], ref: str, template_for: TemplateFor, data: Mapping[str, str]
+) -> list[str]:
+    """Why ``data`` cannot go to every service's template at ``ref``, one message per distinct
+    template, before any service is touched. Services that cannot be read, or whose template has
+    no ``ref``, are left to their own results."""
+    problems: dict[str, str] = {}
+    for path in paths:
+        try:
+            template = template_for(open_service(path).src_path)
+            target = template.resolve(ref)
+        except Exception:  # an unreadable service gets its error in the run itself
+            continue
+        try:
+            check_data(template, target, data)
+        except FleetError as error:
+            problems.setdefault(template.src, str(error))
+    return list(problems.values())
+
+
+def answers_unchanged(service: Service, data: Mapping[str, str]) -> bool:
+    """Whether the service already records every answer in ``data`` (as Copier would read the
+    value: ``3.13``, ``'3.13'`` and ``true`` compare with the recorded YAML)."""
+    for key, value in data.items():
+        if key not in service.answers:
+            return False
+        recorded = service.answers[key]
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        if recorded != value and recorded != parsed and str(recorded) != value:
+            return False
+    return True
+
+
+def prepare(
+    path: Path, ref: str, template_for: TemplateFor, data: Mapping[str, str] | None = None
+) -> tuple[Service, Template, str, str]:
     """Read the service and resolve its version and the target; raise FleetError for any bad
-    input, before anything runs."""
+    input (an answer to a question the target does not ask included), before anything runs."""
     service = open_service(path)
     require_clean(service)
     template = template_for(service.src_path)
     target = template.resolve(ref)
+    check_data(template, target, data or {})
     current = template.resolve(service.recorded)
     old, new = template.pep440(current), template.pep440(target)
     if old is not None and new is not None and new < old:
@@ -121,7 +185,7 @@ def prepare(path: Path, ref: str, template_for: TemplateFor) -> tuple[Service, T
     return service, template, target, current
 
 
-def _trial(path: Path, ref: str) -> dict[str, Any]:
+def _trial(path: Path, ref: str, data: Mapping[str, str]) -> dict[str, Any]:
     """Run the update in a throwaway clone of ``path``; return conflicts and changed files.
     Runs in a worker process (Copier changes the working directory while it works). The clone
     borrows the service's objects (--shared: nothing copied, any file system) and only adds its
@@ -130,7 +194,7 @@ def _trial(path: Path, ref: str) -> dict[str, Any]:
     try:
         clone = scratch / path.name
         git(scratch, "clone", "--quiet", "--shared", str(path), str(clone))
-        apply_update(clone, ref)
+        apply_update(clone, ref, data)
         changed = git(clone, "status", "--porcelain", "-z", "--untracked-files=all")
         return {
             "conflicts": conflicts(clone),
@@ -156,16 +220,19 @@ def plan_all(
     jobs: int = 1,
     on_step: Callable[[str], None] = lambda name: None,
     cache_dir: Path | None = None,
+    data: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Plan every service: read all of them, then run one trial update per distinct committed
-    tree, ``jobs`` at a time."""
+    tree, ``jobs`` at a time. ``data``: answers the update changes (Copier's ``--data``)."""
+    data = dict(data or {})
     results: list[dict[str, Any]] = []
-    trials: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    trials: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for path in paths:
         result = empty_result(path)
+        result["data"] = dict(data)
         results.append(result)
         try:
-            service, template, target, current = prepare(path, ref, template_for)
+            service, template, target, current = prepare(path, ref, template_for, data)
         except FleetError as error:
             result["error"] = str(error)
             continue
@@ -174,18 +241,21 @@ def plan_all(
             continue
         result["template_version"] = template.label(current)
         result["target"] = template.label(target)
-        if current == target:
+        if current == target and answers_unchanged(service, data):
             result["outcome"] = "clean"  # already there: the update changes nothing
             continue
         result["migrations"] = migrations(template, current, target)
-        trials.setdefault((tree_id(path), target, service.src_path), []).append(result)
-    _run_trials(trials, ref, jobs, on_step, cache_dir)
+        key: tuple[str, ...] = (tree_id(path), target, service.src_path)
+        if data:
+            key += (answers_key(data),)
+        trials.setdefault(key, []).append(result)
+    _run_trials(trials, ref, jobs, on_step, cache_dir, data)
     return results
 
 
-def _cache_file(cache_dir: Path | None, key: tuple[str, str, str]) -> Path | None:
-    """A trial's outcome depends only on the committed tree, the target commit and the
-    template source, so it is cached under those."""
+def _cache_file(cache_dir: Path | None, key: tuple[str, ...]) -> Path | None:
+    """A trial's outcome depends only on the committed tree, the target commit, the template
+    source and the answers given with ``--data``, so it is cached under those."""
     if cache_dir is None:
         return None
     digest = hashlib.sha256("\0".join(key).encode()).hexdigest()[:32]
@@ -193,11 +263,12 @@ def _cache_file(cache_dir: Path | None, key: tuple[str, str, str]) -> Path | Non
 
 
 def _run_trials(
-    trials: dict[tuple[str, str, str], list[dict[str, Any]]],
+    trials: dict[tuple[str, ...], list[dict[str, Any]]],
     ref: str,
     jobs: int,
     on_step: Callable[[str], None],
     cache_dir: Path | None,
+    data: Mapping[str, str],
 ) -> None:
     pending = []
     for key, group in trials.items():
@@ -210,14 +281,16 @@ def _run_trials(
     firsts = [Path(group[0]["path"]) for _, group in pending]
     if jobs > 1 and len(pending) > 1:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("fork")) as pool:
-            outcomes: Iterable[dict[str, Any]] = pool.map(_trial, firsts, [ref] * len(firsts))
+            outcomes: Iterable[dict[str, Any]] = pool.map(
+                _trial, firsts, [ref] * len(firsts), [data] * len(firsts)
+            )
             _collect(pending, outcomes, on_step, cache_dir)
     else:
-        _collect(pending, (_trial(first, ref) for first in firsts), on_step, cache_dir)
+        _collect(pending, (_trial(first, ref, data) for first in firsts), on_step, cache_dir)
 
 
 def _collect(
-    pending: list[tuple[tuple[str, str, str], list[dict[str, Any]]]],
+    pending: list[tuple[tuple[str, ...], list[dict[str, Any]]]],
     outcomes: Iterable[dict[str, Any]],
     on_step: Callable[[str], None],
     cache_dir: Path | None,

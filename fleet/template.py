@@ -180,6 +180,11 @@ class Template:
                 return data if isinstance(data, dict) else {}
         return {}
 
+    def questions(self, commit: str) -> list[str]:
+        """The questions of the template's ``copier.yml`` at ``commit`` (Copier's own ``_``
+        settings left out), in the file's order."""
+        return [str(key) for key in self.copier_config(commit) if not str(key).startswith("_")]
+
     # --- Renders ----------------------------------------------------------------------------
 
     def render(self, commit: str, answers: dict[str, Any]) -> dict[str, bytes]:

@@ -5,23 +5,34 @@ on is never changed, and the service is back on it afterwards. On the branch: th
 update `plan` predicts with, the service's own `make lint` and `make test`, a commit whose
 message is the pull-request body, and optionally the pull request itself. A wave whose failure
 rate exceeds the limit stops the run, so a broken release reaches few services.
+
+With ``--data KEY=VALUE`` the update also changes those answers (a fleet's move to a new
+Python, say), and the branch, commit and pull request say so: `template-update/<version>-KEY=VALUE`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from fleet import notes
 from fleet.gitutil import FleetError, git
-from fleet.plan import apply_update, conflicts, migrations, prepare
+from fleet.plan import (
+    answers_unchanged,
+    apply_update,
+    conflicts,
+    describe_data,
+    migrations,
+    prepare,
+)
 from fleet.template import Template
 
 TemplateFor = Callable[[str], Template]
@@ -40,6 +51,7 @@ class Options:
     pr_tool: str = "auto"  # auto, gh or glab
     check_timeout: float = 1800
     jobs: int = 1  # services of a wave updated at the same time
+    data: dict[str, str] = field(default_factory=dict)  # answers to change (Copier's --data)
 
 
 def empty_result(path: Path) -> dict[str, Any]:
@@ -55,8 +67,23 @@ def empty_result(path: Path) -> dict[str, Any]:
         "commit": None,
         "pr_body": None,
         "pr": None,
+        "data": {},
         "error": None,
     }
+
+
+def branch_name(label: str, data: Mapping[str, str]) -> str:
+    """``template-update/<version>``, then each changed answer as ``-KEY=VALUE`` (characters a
+    branch name cannot hold become ``-``)."""
+    suffix = "".join(f"-{key}={value}" for key, value in data.items())
+    name = f"template-update/{label}{re.sub(r'[^A-Za-z0-9._=+-]+', '-', suffix)}"
+    return name.rstrip(".").removesuffix(".lock")
+
+
+def title(result: dict[str, Any]) -> str:
+    """The commit's and the pull request's title."""
+    changed = f" with {describe_data(result['data'])}" if result.get("data") else ""
+    return f"Update the service template to {result['target']}{changed}"
 
 
 def update_all(
@@ -145,16 +172,18 @@ def update_one(path: Path, options: Options, template_for: TemplateFor) -> dict[
 
 def _update_one(path: Path, options: Options, template_for: TemplateFor) -> dict[str, Any]:
     result = empty_result(path)
+    result["data"] = dict(options.data)
     try:
-        service, template, target, current = prepare(path, options.ref, template_for)
+        service, template, target, current = prepare(path, options.ref, template_for, options.data)
     except FleetError as error:
         result["error"] = str(error)
         return result
     label = template.label(target)
-    branch = f"template-update/{label}"
+    branch = branch_name(label, options.data)
     result.update(template_version=template.label(current), target=label, branch=branch)
-    if current == target:
-        result.update(outcome="skipped", branch=None, error=f"already on {label}")
+    if current == target and answers_unchanged(service, options.data):
+        answered = f" with {describe_data(options.data)}" if options.data else ""
+        result.update(outcome="skipped", branch=None, error=f"already on {label}{answered}")
         return result
     if git(path, "branch", "--list", branch).strip():
         result.update(outcome="skipped", error=f"branch {branch} exists already; delete it to redo")
@@ -207,7 +236,7 @@ def _update_on_branch(
     options: Options,
 ) -> None:
     try:
-        apply_update(path, options.ref)
+        apply_update(path, options.ref, options.data)
     except FleetError as error:
         result.update(outcome="failed", error=str(error))
         return
@@ -272,11 +301,11 @@ def _commit(
         conflicts=result["conflicts"],
         checks=result["checks"],
         diffstat=stat,
+        data=result["data"],
     )
     text = notes.body(template, facts, template.crossed_releases(current, target))
-    title = f"Update the service template to {result['target']}"
     git_dir = Path(git(path, "rev-parse", "--absolute-git-dir").strip())
-    body_file = git_dir / "template-update" / f"{result['target']}.md"
+    body_file = git_dir / f"{result['branch']}.md"
     body_file.parent.mkdir(parents=True, exist_ok=True)
     body_file.write_text(f"{text}\n")
     git(
@@ -287,7 +316,7 @@ def _commit(
         "--no-verify",
         "--allow-empty",
         "-m",
-        title,
+        title(result),
         "-m",
         text,
     )
@@ -310,7 +339,6 @@ def open_pull_request(path: Path, result: dict[str, Any], base: str, tool: str) 
     if chosen is None:
         return {"tool": None, "error": "neither gh nor glab is on PATH"}
     branch, body = result["branch"], Path(result["pr_body"])
-    title = f"Update the service template to {result['target']}"
     if git(path, "remote").split().count("origin"):
         git(path, "push", "--quiet", "--set-upstream", "origin", branch, check=False)
     if chosen == "gh":
@@ -323,7 +351,7 @@ def open_pull_request(path: Path, result: dict[str, Any], base: str, tool: str) 
             "--base",
             base,
             "--title",
-            title,
+            title(result),
             "--body-file",
             str(body),
         ]
@@ -337,7 +365,7 @@ def open_pull_request(path: Path, result: dict[str, Any], base: str, tool: str) 
             "--target-branch",
             base,
             "--title",
-            title,
+            title(result),
             "--description",
             body.read_text(),
             "--yes",
