@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -558,4 +559,165 @@ def _not_one_owner_per_the_render(project: Path) -> list[str]:
         path
         for path in files
         if path != ".copier-answers.yml" and len(tool.owners(path, ownership)) != 1
+    )
+
+
+# --- Changing answers with --data (this template's python_version) ------------------------------
+
+# make lint and make test of a rendered service would install it (uv sync, a download): a
+# stand-in `make` records that update ran them, in the service's git directory, and passes.
+MAKE_STAND_IN = """#!/bin/sh
+echo "make $*" >> "$(git rev-parse --absolute-git-dir)/make-calls"
+"""
+
+
+@dataclass
+class PythonFleet:
+    """Services of this template at 99.0.0 on python_version 3.11: two identical ones, and one
+    from a fork whose 99.0.0 does not offer 3.13 yet (Copier refuses the value there)."""
+
+    template: Path
+    first: Path
+    second: Path
+    fork: Path
+
+    @property
+    def paths(self) -> list[str]:
+        return [str(self.first), str(self.fork), str(self.second)]
+
+
+@pytest.fixture(scope="module")
+def python_fleet(scratch: Path) -> PythonFleet:
+    root = scratch / "python"
+    template = init_repo(root / "template")
+    copy_working_tree(template)
+    commit_all(template, "The working tree", tag="99.0.0")
+    fork = init_repo(root / "fork")
+    copy_working_tree(fork)
+    config = (fork / "copier.yml").read_text()
+    assert '    - "3.12"\n    - "3.13"\n' in config
+    (fork / "copier.yml").write_text(config.replace('    - "3.13"\n', "", 1))
+    commit_all(fork, "A fork without Python 3.13", tag="99.0.0")
+    services = root / "services"
+    first = copy_project(template, services / "orders-api", "99.0.0", {"python_version": "3.11"})
+    second = services / "billing-api"
+    shutil.copytree(first, second)
+    forked = copy_project(fork, services / "legacy-api", "99.0.0", {"python_version": "3.11"})
+    return PythonFleet(template, first, second, forked)
+
+
+def test_plan_with_data_shows_the_answer_change(python_fleet: PythonFleet) -> None:
+    before = {p: head_state(Path(p)) for p in python_fleet.paths}
+    done = fleet_cli(
+        "plan", "--json", "--to", "99.0.0", "--data", "python_version=3.13", *python_fleet.paths
+    )
+    assert done.returncode == 1, done.stderr  # the fork's service is an error
+    first, fork, second = json.loads(done.stdout)
+    assert (first["outcome"], first["conflicts"], first["error"]) == ("clean", [], None), first
+    assert first["data"] == {"python_version": "3.13"}
+    assert {".copier-answers.yml", ".python-version", "pyproject.toml", "Dockerfile"} <= set(
+        first["changed"]
+    )
+    assert second == {**first, "path": str(python_fleet.second)}  # one trial for both
+    # A value Copier refuses is that service's error, in Copier's words; the others are planned.
+    assert fork["outcome"] == "error" and fork["data"] == {"python_version": "3.13"}
+    assert "Invalid choice for 'python_version': '3.13'" in fork["error"], fork
+    assert {p: head_state(Path(p)) for p in python_fleet.paths} == before
+    text = fleet_cli(
+        "plan", "--to", "99.0.0", "--data", "python_version=3.13", str(python_fleet.first)
+    )
+    assert text.stdout == (
+        f"{python_fleet.first}: 99.0.0 -> 99.0.0 with python_version=3.13: clean\n"
+    ), text.stderr
+
+
+def test_update_with_data_moves_the_service_on_a_branch(
+    python_fleet: PythonFleet, tmp_path: Path
+) -> None:
+    (tmp_path / "make").write_text(MAKE_STAND_IN)
+    (tmp_path / "make").chmod(stat.S_IRWXU)
+    env = {"PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
+    services = [python_fleet.fork, python_fleet.first]
+    before = {p: head_state(p) for p in services}
+    done = fleet_cli(
+        "update",
+        "--json",
+        "--to",
+        "99.0.0",
+        "--data",
+        "python_version=3.13",
+        "--max-failure-rate",
+        "1",
+        *map(str, services),
+        env=env,
+    )
+    assert done.returncode == 1, done.stderr
+    fork, first = json.loads(done.stdout)
+    # The fork refuses 3.13: a failure with Copier's message, no branch left behind.
+    assert fork["outcome"] == "failed" and fork["branch"] is None, fork
+    assert "Invalid choice for 'python_version': '3.13'" in fork["error"]
+    assert not git(python_fleet.fork, "branch", "--list", "template-update/*")
+    branch = "template-update/99.0.0-python_version=3.13"
+    assert (first["outcome"], first["branch"], first["error"]) == ("updated", branch, None), first
+    assert first["data"] == {"python_version": "3.13"}
+    assert first["checks"] == {"make lint": "passed", "make test": "passed"}
+    calls = (python_fleet.first / ".git" / "make-calls").read_text()
+    assert calls == "make lint\nmake test\n"
+    answers = yaml.safe_load(git(python_fleet.first, "show", f"{branch}:.copier-answers.yml"))
+    assert answers["python_version"] == "3.13" and answers["_commit"] == "99.0.0"
+    pyproject = git(python_fleet.first, "show", f"{branch}:pyproject.toml")
+    assert 'requires-python = ">=3.13"' in pyproject
+    assert git(python_fleet.first, "show", "main:pyproject.toml").count('">=3.11"') == 1
+    message = git(python_fleet.first, "log", "-1", "--format=%B", branch)
+    assert message.startswith("Update the service template to 99.0.0 with python_version=3.13\n")
+    assert "- `python_version=3.13`" in message
+    assert Path(first["pr_body"]).name == "99.0.0-python_version=3.13.md"
+    assert {p: head_state(p) for p in services} == before
+    # Once the branch exists, the same move is skipped rather than redone.
+    (again,) = fleet_json(
+        "update",
+        "--to",
+        "99.0.0",
+        "--data",
+        "python_version=3.13",
+        str(python_fleet.first),
+        env=env,
+    )
+    assert again["outcome"] == "skipped" and "exists already" in again["error"]
+
+
+def test_data_for_a_question_the_template_does_not_ask_is_refused_before_anything_runs(
+    python_fleet: PythonFleet,
+) -> None:
+    before = {p: head_state(Path(p)) for p in python_fleet.paths}
+    for command in ("plan", "update"):
+        done = fleet_cli(
+            command,
+            "--json",
+            "--to",
+            "99.0.0",
+            "--data",
+            "python_version=3.13",
+            "--data",
+            "python=3.13",
+            *python_fleet.paths,
+        )
+        assert (done.returncode, done.stdout) == (2, ""), done
+        assert "--data python: not a question of the template" in done.stderr
+        assert "its questions: service_name, package_name," in done.stderr
+        assert "python_version" in done.stderr.split("its questions:")[1]
+    assert {p: head_state(Path(p)) for p in python_fleet.paths} == before
+    for malformed in ("python_version", "=3.13"):
+        done = fleet_cli("plan", "--to", "99.0.0", "--data", malformed, *python_fleet.paths)
+        assert done.returncode == 2 and "is not KEY=VALUE" in done.stderr, done.stderr
+
+
+def test_plan_with_an_answer_already_given_changes_nothing(python_fleet: PythonFleet) -> None:
+    (result,) = fleet_json(
+        "plan", "--to", "99.0.0", "--data", "python_version=3.11", str(python_fleet.second)
+    )
+    assert (result["outcome"], result["changed"], result["data"]) == (
+        "clean",
+        [],
+        {"python_version": "3.11"},
     )
