@@ -69,10 +69,31 @@ REVERTS = [
     ),
     Revert(
         "cookies:kept",
-        "shared client keeps cookies (httpx's default jar)",
+        "plain httpx.AsyncClient: a cookie jar kept, httpx's send for every call",
         "core/http_client.py",
-        "return _CookielessClient(",
+        "return _SharedClient(",
         "return httpx.AsyncClient(",
+    ),
+    Revert(
+        "send:httpx",
+        "httpx's own send for every call (auth flow, redirect loop, hooks, stream wrapper)",
+        "core/http_client.py",
+        "        if not self._sends_as_is(request, stream, auth, follow_redirects):",
+        "        if True:",
+    ),
+    Revert(
+        "cookies:new-jar-per-call",
+        "a new empty cookie jar on each access to the shared client's cookies (twice a call)",
+        "core/http_client.py",
+        "        return _NO_COOKIES\n",
+        "        return _NoCookies()\n",
+    ),
+    Revert(
+        "request-id:uuid4",
+        "a new request id from uuid4().hex instead of secrets.token_hex(16)",
+        "core/middleware.py",
+        "return secrets.token_hex(16)",
+        "return __import__('uuid').uuid4().hex",
     ),
     Revert(
         "dependency:sync",
