@@ -22,6 +22,7 @@ import json
 import statistics
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -128,6 +129,14 @@ def patched(obj: Any, name: str, value: Any) -> Iterator[None]:
         setattr(obj, name, old)
 
 
+class _Uuid4Secrets:
+    """Stands in for the ``secrets`` module in the request middleware: ids as uuid4 made them."""
+
+    @staticmethod
+    def token_hex(_: int) -> str:
+        return uuid.uuid4().hex
+
+
 def variants(b: Bench) -> dict[str, Callable[[], contextlib.AbstractContextManager[Any]]]:
     """name -> a context manager that builds the app for that variant and yields it."""
 
@@ -179,6 +188,15 @@ def variants(b: Bench) -> dict[str, Callable[[], contextlib.AbstractContextManag
         app.middleware_stack = stack
         yield app
 
+    @contextlib.contextmanager
+    def undone(obj: Any, name: str, value: Any) -> Iterator[Any]:
+        # One of the template's own savings undone, for the length of the variant.
+        with patched(obj, name, value):
+            yield b.app(b.settings())
+
+    shared = b.mod["http_client"]._SharedClient
+    middleware = b.mod["middleware"]
+
     return {
         "full stack": lambda: build(),
         "logging off (level WARNING)": lambda: build(log_level="WARNING"),
@@ -186,6 +204,13 @@ def variants(b: Bench) -> dict[str, Callable[[], contextlib.AbstractContextManag
         "tracing off (no-op tracer)": no_tracing,
         "metrics off": no_metrics,
         "retry loop off (one attempt, no stamina)": no_stamina,
+        "UNDONE: httpx's own send for every call": lambda: undone(
+            shared, "send", httpx.AsyncClient.send
+        ),
+        "UNDONE: a new cookie jar on each access": lambda: undone(
+            shared, "cookies", property(lambda _: b.mod["http_client"]._NoCookies())
+        ),
+        "UNDONE: request ids from uuid4": lambda: undone(middleware, "secrets", _Uuid4Secrets()),
     }
 
 
