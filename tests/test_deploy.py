@@ -179,6 +179,30 @@ def test_a_broken_manifest_fails_deploy_check(installed: Path, tmp_path: Path) -
     assert re.search(r"Failed checks: [1-9]", out), out
 
 
+@pytest.mark.render
+def test_a_shutdown_delay_counts_in_the_grace_period(installed: Path, tmp_path: Path) -> None:
+    # The app keeps serving (unready) for SHUTDOWN_DELAY seconds before its drain starts, so a
+    # grace period that covered preStop and the drain alone would SIGKILL it mid-drain.
+    deploy = shutil.copytree(installed / "deploy", tmp_path / "deploy")
+    settings = deploy / "base/settings.env"
+    settings.write_text(settings.read_text() + "MY_SERVICE_SHUTDOWN_DELAY=2.5\n")
+    result = subprocess.run(
+        ["uv", "run", "--script", str(deploy / "check.py")],
+        cwd=installed,
+        env={**os.environ, **REQUIRED_ENV, "CHECKOV": "true", "KUBERNETES_VERSIONS": "1.37.0"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert (
+        "terminationGracePeriodSeconds 30 < preStop 5 + MY_SERVICE_SHUTDOWN_DELAY 3 + "
+        "MY_SERVICE_GRACEFUL_SHUTDOWN_TIMEOUT 20 + margin 5 = 33"
+    ) in out
+
+
 def test_deploy_none_renders_no_manifests(tmp_path: Path) -> None:
     project = render(tmp_path / "svc", {"deploy": "none"})
     assert not (project / "deploy").exists()
