@@ -1,0 +1,88 @@
+"""The render's dependency floors hold: with every direct dependency at its lowest allowed version
+(uv's ``lowest-direct`` resolution), the default render passes its lint, its type check and its
+whole unit suite on the oldest and the newest ``python_version``.
+
+The other render tests lock the highest versions, so without this test a floor is a promise that
+nothing checks: a service may lock any version at or above it. The whole suite runs in one
+process, as a service's CI runs it, because some failures need an order of tests (a test that
+leaves an event loop unclosed fails a later test's ``gc.collect()``, not its own).
+How to find the first version that passes when a floor fails: docs/releasing.md.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from tests.interpreters import PYTHON_VERSIONS, reported_version
+from tests.support import pytest_summary, render, run
+
+pytestmark = pytest.mark.render
+
+# The oldest and the newest choice: the versions between them add time, and rarely a failure.
+FLOOR_PYTHONS = sorted({PYTHON_VERSIONS[0], PYTHON_VERSIONS[-1]}, key=Version)
+# Every uv call of the render's make targets (`uv sync`, `uv run`) resolves with it, so each one
+# keeps the lowest versions instead of locking the highest again.
+LOWEST = {"UV_RESOLUTION": "lowest-direct"}
+
+
+def floors(pyproject: Path) -> dict[str, Version]:
+    """The ``>=`` floor of every direct dependency (the project's and its dev group's) that has
+    one, by normalized name."""
+    project = tomllib.loads(pyproject.read_text())
+    requirements = [
+        *project["project"]["dependencies"],
+        *project.get("dependency-groups", {}).get("dev", []),
+    ]
+    found = {}
+    for requirement in map(Requirement, requirements):
+        for spec in requirement.specifier:
+            if spec.operator == ">=":
+                found[canonicalize_name(requirement.name)] = Version(spec.version)
+    return found
+
+
+def locked_versions(lock: Path) -> dict[str, Version]:
+    """The version uv.lock holds for every package, by normalized name."""
+    packages = tomllib.loads(lock.read_text())["package"]
+    return {
+        canonicalize_name(package["name"]): Version(package["version"])
+        for package in packages
+        if "version" in package
+    }
+
+
+@pytest.mark.parametrize("version", FLOOR_PYTHONS)
+def test_lowest_direct_versions_pass_the_renders_checks(
+    tmp_path: Path, version: str, python_for: Callable[[str], Path]
+) -> None:
+    python_for(version)  # a missing interpreter fails in CI, skips elsewhere; never downloaded
+    project = render(tmp_path / "service", {"python_version": version})
+    run(["make", "install"], cwd=project, env=LOWEST)
+    assert reported_version([str(project / ".venv/bin/python")], project) == version
+    lock = project / "uv.lock"
+    assert 'resolution-mode = "lowest-direct"' in lock.read_text()
+    # Each floor is what gets installed: a floor that another dependency's own requirement pushes
+    # up (pytest's, under pytest-asyncio's) would promise a version no render can lock.
+    locked = locked_versions(lock)
+    pushed_up = {
+        name: f">={floor} locks {locked.get(name)}"
+        for name, floor in floors(project / "pyproject.toml").items()
+        if locked.get(name) != floor
+    }
+    assert pushed_up == {}, "raise these floors to what they lock"
+    run(["make", "lint"], cwd=project, env=LOWEST)
+    run(["make", "typecheck"], cwd=project, env=LOWEST)
+    result = run(["make", "test"], cwd=project, env=LOWEST)
+    summary = pytest_summary(result.stdout)
+    assert re.match(r"\d+ passed", summary), summary
+    assert "skipped" not in summary and "failed" not in summary, summary
+    # The checks ran at the floors: no make target locked the highest versions again.
+    assert locked_versions(lock) == locked
