@@ -482,7 +482,18 @@ def profile(binary: str, service: Scenario, seconds: int, out: Path) -> dict[str
     if recorded.returncode != 0 or not out.exists():
         say(f"profile: py-spy failed, skipped: {recorded.stderr.strip()[-300:]}")
         return None
+    out.write_text(shorten_paths(out.read_text()))
     return summarize_profile(out)
+
+
+# A frame's file as an absolute path (py-spy writes one where it cannot shorten it).
+_ABSOLUTE_DIRS = re.compile(r"(?:^|(?<=[\s;(]))/[^\s;():]+/(?=[^/\s;():]+/[^/\s;():]+\.py\b)", re.M)
+
+
+def shorten_paths(stacks: str) -> str:
+    """Frames as ``package/module.py``, as py-spy writes most of them: the results are
+    committed, and where the render was installed on this machine is nobody's business."""
+    return _ABSOLUTE_DIRS.sub("", stacks)
 
 
 # --- setup ---------------------------------------------------------------------------------
