@@ -204,7 +204,9 @@ def test_lint_with_its_drift_check_runs_offline_once_installed(
     repo, _ = releases
     project = copy_project(repo, tmp_path / "svc", CURRENT)
     run(["make", "install"], cwd=project, env=RENDER_MAKE_ENV)
-    lint = run(["make", "lint"], cwd=project, env={**RENDER_MAKE_ENV, **OFFLINE})
+    # An empty uv cache too: nothing lint needs may come from anywhere but the installed .venv.
+    empty_cache = {"UV_CACHE_DIR": str(tmp_path / "empty-uv-cache")}
+    lint = run(["make", "lint"], cwd=project, env={**RENDER_MAKE_ENV, **OFFLINE, **empty_cache})
     assert "template drift: none" in lint.stdout, lint.stdout + lint.stderr
 
 
