@@ -186,6 +186,24 @@ def test_a_broken_manifest_fails_deploy_check(installed: Path, tmp_path: Path) -
 
 
 @pytest.mark.render
+@pytest.mark.parametrize(
+    ("checkov", "cause"),
+    [
+        ("/nonexistent/checkov", "'/nonexistent/checkov' is not on PATH"),
+        # uv cannot fetch it (offline, and not in the cache): not a failure of the manifests.
+        ("uv tool run --offline --from checkov==0.0.1 checkov", "checkov did not run (exit 1;"),
+    ],
+)
+def test_a_checkov_that_cannot_run_is_named_as_such(
+    installed: Path, tmp_path: Path, checkov: str, cause: str
+) -> None:
+    deploy = shutil.copytree(installed / "deploy", tmp_path / "deploy")
+    out = _failing_deploy_check(installed, deploy, CHECKOV=checkov, KUBERNETES_VERSIONS="1.37.0")
+    assert cause in out, out
+    assert "checkov reported failures" not in out, out
+
+
+@pytest.mark.render
 def test_a_shutdown_delay_counts_in_the_grace_period(installed: Path, tmp_path: Path) -> None:
     # The app keeps serving (unready) for SHUTDOWN_DELAY seconds before its drain starts, so a
     # grace period that covered preStop and the drain alone would SIGKILL it mid-drain.

@@ -186,6 +186,30 @@ def _drift(project: Path, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+# No network: uv may not reach the index, and anything that tries goes to an unroutable proxy.
+_UNROUTABLE = "http://10.255.255.1:9"
+OFFLINE = {
+    "UV_OFFLINE": "1",
+    **{name: _UNROUTABLE for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")},
+    **{name.lower(): _UNROUTABLE for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")},
+    "NO_PROXY": "",
+    "no_proxy": "",
+}
+
+
+@pytest.mark.xdist_group("next-release")
+def test_lint_with_its_drift_check_runs_offline_once_installed(
+    releases: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    repo, _ = releases
+    project = copy_project(repo, tmp_path / "svc", CURRENT)
+    run(["make", "install"], cwd=project, env=RENDER_MAKE_ENV)
+    # An empty uv cache too: nothing lint needs may come from anywhere but the installed .venv.
+    empty_cache = {"UV_CACHE_DIR": str(tmp_path / "empty-uv-cache")}
+    lint = run(["make", "lint"], cwd=project, env={**RENDER_MAKE_ENV, **OFFLINE, **empty_cache})
+    assert "template drift: none" in lint.stdout, lint.stdout + lint.stderr
+
+
 @pytest.mark.xdist_group("next-release")
 def test_drift_reports_edited_template_owned_files_and_fails_only_when_asked(
     releases: tuple[Path, list[str]], tmp_path: Path
