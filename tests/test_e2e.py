@@ -53,3 +53,15 @@ def test_rendered_e2e_suite_passes(tmp_path: Path) -> None:
     summary = pytest_summary(result.stdout)
     assert summary.startswith(f"{len(E2E_TESTS)} passed"), summary
     assert "skipped" not in summary, summary
+    # A base image the engine cannot get (no registry here) fails with what to do instead of the
+    # Docker SDK's traceback.
+    with pytest.raises(AssertionError) as failed:
+        run(
+            ["make", "test-e2e", "PYTEST_ARGS=-k test_a_user_is_served_end_to_end"],
+            cwd=project,
+            env={"E2E_REQUIRED": "1", "BASE_IMAGE": "absent.invalid/python:0"},
+        )
+    output = str(failed.value)
+    assert "building the e2e images on BASE_IMAGE=absent.invalid/python:0 failed" in output
+    assert "BASE_IMAGE=<image> make test-e2e" in output
+    assert "Traceback" not in output, output

@@ -577,58 +577,6 @@ def test_make_update_in_a_render_updates_to_the_newer_local_template_version(
     assert _differences(project, fresh) == []
 
 
-def _check_update_script(project: Path, provider: str) -> tuple[list[str], str]:
-    """The rendered CI job's check-update script and the shell its CI runs it with."""
-    if provider == "github":
-        workflow = yaml.safe_load((project / ".github/workflows/template-update.yml").read_text())
-        triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads `on` as true
-        assert triggers["schedule"][0]["cron"], triggers
-        job = workflow["jobs"]["check-update"]
-        assert "copier" in job["env"]["COPIER"]
-        (step,) = [step for step in job["steps"] if "check-update" in step.get("run", "")]
-        return ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c"], step["run"]
-    pipeline = yaml.safe_load((project / ".gitlab-ci.yml").read_text())
-    job = pipeline["template-update"]
-    assert job["rules"] == [{"if": '$CI_PIPELINE_SOURCE == "schedule"'}]
-    assert job["stage"] in pipeline["stages"]
-    assert "copier" in job["variables"]["COPIER"]
-    return ["sh", "-c"], "\n".join(job["script"])
-
-
-@pytest.mark.parametrize("provider", ["github", "gitlab"])
-def test_ci_scheduled_job_runs_check_update_and_reports_when_behind(
-    versions: TemplateVersions, tmp_path: Path, provider: str
-) -> None:
-    project = copy_project(versions.repo, tmp_path / "svc", OLD, {"ci_provider": provider})
-    shell, script = _check_update_script(project, provider)
-    summary = tmp_path / "summary.md"
-    env = {"COPIER": COPIER_BIN, "GITHUB_STEP_SUMMARY": str(summary)}
-
-    def check() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*shell, script],
-            cwd=project,
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-
-    behind = check()
-    assert behind.returncode == 1, behind.stdout + behind.stderr
-    message = f"behind its template: rendered from {OLD}, the latest release is {NEW}"
-    assert message in behind.stdout, behind.stdout + behind.stderr
-    if provider == "github":
-        assert behind.stdout.startswith("::warning::"), behind.stdout
-        assert message in summary.read_text()
-
-    update_project(project)
-    commit_all(project, "Update the template")
-    current = check()
-    assert current.returncode == 0, current.stdout + current.stderr
-    assert f"Up to date with the template ({NEW})." in current.stdout, current.stdout
-
-
 # --- What a release must keep: _exclude, the minimum Copier, the changelog ----------------------
 
 
