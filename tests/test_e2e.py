@@ -17,11 +17,13 @@ from tests.support import pytest_summary, render, run
 
 REQUIRED = os.environ.get("CI", "").lower() == "true" or os.environ.get("E2E_REQUIRED") == "1"
 E2E_TESTS = [
+    # tests/e2e/test_users_e2e.py: the example client's (team-owned).
     "test_a_user_is_served_end_to_end",
-    "test_b_trace_context_and_user_agent_reach_the_downstream",
     "test_c_transient_failures_are_retried",
-    "test_d_breaker_opens_when_the_downstream_stops_and_closes_after",
-    "test_e_sigterm_lets_inflight_requests_finish",
+    # tests/e2e/test_platform_e2e.py: the outbound chain through the probe route.
+    "test_platform_trace_context_and_user_agent_reach_the_downstream",
+    "test_platform_breaker_opens_when_the_downstream_stops_and_closes_after",
+    "test_platform_sigterm_lets_inflight_requests_finish",
     "test_f_runs_as_non_root_read_only_and_turns_healthy",
     # tests/e2e/test_deploy_security.py: the Deployment's security settings, the drain.
     "test_the_deployment_asks_for_the_restricted_settings",

@@ -350,9 +350,9 @@ async def hello() -> dict[str, str]:
 STUB_ROUTE = '''
 
 @route(r"/orders/(\\\\d+)")
-def order(match: re.Match[str]) -> tuple[int, object]:
+def order(request: StubRequest) -> Answer:
     """The orders service."""
-    return 200, {"id": int(match.group(1)), "total": 9.5}
+    return 200, {"id": int(request.match.group(1)), "total": 9.5}
 '''
 
 README_SECTION = "\n## Orders\n\nThis service also reads orders from the orders service.\n"
