@@ -783,6 +783,68 @@ def test_migration_0_3_0_records_python_3_11_only_where_no_answer_is(tmp_path: P
     assert answers.read_text() == "python_version: '3.12'\n"
 
 
+MIGRATION_0_2_0 = REPO_ROOT / "hooks/migrations/v0_2_0_update_safe_layout.py"
+MINI_COPIER_YML = """_subdirectory: template
+_answers_file: .copier-answers.yml
+name:
+  type: str
+  default: svc
+"""
+MINI_ANSWERS = "{{ _copier_answers | to_nice_yaml }}"
+
+
+def _mini_template(repo: Path, files: dict[str, str]) -> str:
+    """Commit a template of just ``files`` (under template/) to ``repo``; return the commit."""
+    clear_tree(repo)
+    (repo / "copier.yml").write_text(MINI_COPIER_YML)
+    for path, text in {"{{_copier_conf.answers_file}}.jinja": MINI_ANSWERS, **files}.items():
+        (repo / "template" / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / "template" / path).write_text(text)
+    return commit_all(repo, "A version")
+
+
+def test_migration_0_2_0_says_merged_only_for_files_it_merged(tmp_path: Path) -> None:
+    """Issue 21, point 10: the 0.2.0 migration names what it did to each file, and says
+    "merged your edits" only where the template changed the file too."""
+    repo = init_repo(tmp_path / "template")
+    old = _mini_template(
+        repo,
+        {
+            "moved.py": "VALUE = 1\n",
+            "merged.py": "A = 1\nB = 2\nC = 3\nD = 4\nE = 5\n",
+            "seam.py": "SEAM = 1\n",
+            "fresh_seam.py": "FRESH = 1\n",
+        },
+    )
+    new = _mini_template(
+        repo,
+        {
+            "core/moved.py": "VALUE = 1\n",
+            "core/merged.py": "A = 1\nB = 20\nC = 3\nD = 4\nE = 5\n",
+            "seam.py": "SEAM = 1\n",
+            "fresh_seam.py": "FRESH = 2\n",
+            ".template-ownership.yml": "team_owned:\n  - seam.py\n  - fresh_seam.py\n",
+        },
+    )
+    project = copy_project(repo, init_repo(tmp_path / "svc"), old)
+    (project / "moved.py").write_text("VALUE = 2\n")
+    (project / "merged.py").write_text("A = 1\nB = 2\nC = 3\nD = 4\nE = 50\n")
+    (project / "seam.py").write_text("SEAM = 2\n")
+    commit_all(project, "Our edits")
+
+    result = run([sys.executable, str(MIGRATION_0_2_0), str(repo), old, new], cwd=project)
+    assert result.stdout.splitlines() == [
+        "migration 0.2.0: merged.py -> core/merged.py: merged your edits",
+        "migration 0.2.0: moved.py -> core/moved.py: moved, with your edits",
+        "migration 0.2.0: fresh_seam.py: you had not edited it: now the 0.2.0 version",
+    ], result.stdout
+    # seam.py: edited by the service, not changed by the template, so nothing to say or do.
+    assert (project / "core/merged.py").read_text() == "A = 1\nB = 20\nC = 3\nD = 4\nE = 50\n"
+    assert (project / "core/moved.py").read_text() == "VALUE = 2\n"
+    assert (project / "seam.py").read_text() == "SEAM = 2\n"
+    assert (project / "fresh_seam.py").read_text() == "FRESH = 2\n"
+
+
 # --- 0.1.0 to the update-safe layout (0.2.0), customized as 0.1.0's docs said ------------------
 
 V010 = "0.1.0"

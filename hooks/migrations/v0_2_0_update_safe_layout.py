@@ -129,15 +129,41 @@ def migrate(src: str, old_ref: str, new_ref: str) -> list[str]:
                 continue
             base = (old / before).read_bytes()
             theirs = (new / after).read_bytes()
-            if ours == base:
-                if before == after:  # a seam Copier skipped: it becomes the 0.2.0 one
-                    Path(after).write_bytes(theirs)
-                    _git("add", "--", after)
-                continue
-            if _merge(after, ours, base, theirs):
-                conflicts.append(after)
-            print(f"migration 0.2.0: {before} -> {after}: merged your edits")
+            message = _carry(before, after, ours, base, theirs, conflicts)
+            if message:
+                print(
+                    f"migration 0.2.0: {before} -> {after}: {message}"
+                    if before != after
+                    else f"migration 0.2.0: {after}: {message}"
+                )
     return conflicts
+
+
+def _carry(
+    before: str, after: str, ours: bytes, base: bytes, theirs: bytes, conflicts: list[str]
+) -> str | None:
+    """Bring one file to 0.2.0 with the service's edits; say what happened to it, or None when
+    nothing did (so the update's output names only the files the migration changed)."""
+    if ours == base:
+        if before != after or ours == theirs:
+            # Unedited: a moved module is already rendered fresh at its new path.
+            return None
+        # An unedited seam that Copier skipped (it exists): it becomes the 0.2.0 one.
+        Path(after).write_bytes(theirs)
+        _git("add", "--", after)
+        return "you had not edited it: now the 0.2.0 version"
+    if theirs == base:
+        # The template did not change this file: nothing to merge, the service's version is it.
+        if before == after:
+            return None
+        Path(after).parent.mkdir(parents=True, exist_ok=True)
+        Path(after).write_bytes(ours)
+        _git("add", "--", after)
+        return "moved, with your edits"
+    if _merge(after, ours, base, theirs):
+        conflicts.append(after)
+        return "merged your edits, with conflicts"
+    return "merged your edits"
 
 
 def main() -> int:
