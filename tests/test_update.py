@@ -66,7 +66,9 @@ MIGRATIONS: list[dict[str, Any]] = COPIER_CONFIG.get("_migrations", [])
 RELEASES = released_versions()
 OLD = "0.0.1"
 # The working tree is tagged as the newest version anything names, so every migration runs.
-NEW = str(max(Version(v) for v in [*RELEASES, *(m["version"] for m in MIGRATIONS)]))
+NEW = str(
+    max(Version(v) for v in [*RELEASES, *(m["version"] for m in MIGRATIONS if "version" in m)])
+)
 # The Copier the tests run (the bootstrapped one), for `make update` and the CI job's script.
 COPIER_BIN = str(Path(sys.executable).with_name("copier"))
 PACKAGE = "my_service"
@@ -483,6 +485,189 @@ def test_e_resolved_conflict_passes_lint_types_and_tests(conflicted: Updated) ->
     _passes_its_own_checks(project)
 
 
+# --- Team-owned files stay the team's: answer changes, the example removed (issue 21, 4) -------
+
+# The line of .env.example below which the settings are the team's.
+ENV_TEAM_LINE = b"# ---- Your service's settings"
+EXAMPLE_FILES = [f"src/{PACKAGE}/users.py", "tests/test_users.py", "tests/e2e/test_users_e2e.py"]
+# One new answer for every question but package_name, which renames the package's directory:
+# a move the team makes by hand, not an answer an update can change under its code.
+ANSWER_CHANGES: list[dict[str, Any]] = [
+    {"service_name": "orders-api"},
+    {"description": "Orders, with their payments"},
+    {"owner": "orders-team"},
+    {"http_port": "9090"},
+    {"python_version": "3.12"},
+    {"include_example_client": False},
+    {"include_metrics": False},
+    {"slo_availability": "99.5"},
+    {"repository_url": "https://git.example.com/orders/my-service"},
+    {"include_otlp_exporter": False},
+    {"ci_provider": "gitlab"},
+    {"ci_provider": "none"},
+    {"deploy": "none"},
+]
+
+
+def _team_part(env_example: bytes) -> bytes:
+    """The team's part of .env.example: what follows its marked line."""
+    _, line, tail = env_example.partition(ENV_TEAM_LINE)
+    assert line and ENV_TEAM_LINE not in tail, "the team's line of .env.example moved"
+    return tail.partition(b"\n")[2]
+
+
+def _team_owned(before: dict[str, bytes]) -> list[str]:
+    """The files the service's ownership map, before its update, says are the team's."""
+    ownership = parse_ownership(before[MAP_FILE].decode())
+    listed = [path for path in before if ownership.owners(path) == ["team_owned"]]
+    assert listed, "the ownership map lists no team-owned file"
+    return listed
+
+
+def _assert_team_files_kept(project: Path, before: dict[str, bytes], gone: list[str]) -> None:
+    """Every team-owned file byte for byte as before the update, the ``gone`` ones still gone,
+    and the team's part of .env.example as it was."""
+    after = project_files(project)
+    team = _team_owned(before)
+    assert [path for path in team if after.get(path) != before[path]] == []
+    assert [path for path in gone if (project / path).exists()] == []
+    assert _team_part(after[".env.example"]) == _team_part(before[".env.example"])
+
+
+def remove_example(project: Path) -> None:
+    """Take the example client out as docs/how-to/remove-the-example-client.md says: its files
+    deleted, its import, router, settings, stub route and .env.example lines removed."""
+    package = project / "src" / PACKAGE
+    git(project, "rm", "--quiet", *EXAMPLE_FILES)
+    replace_once(package / "service.py", "from .users import router as users_router\n", "")
+    replace_once(
+        package / "service.py",
+        "    app.include_router(users_router)\n",
+        "    del app, settings, extend  # nothing to add yet\n",
+    )
+    settings = package / "settings.py"
+    text = re.sub(
+        r"\nclass UsersServiceSettings\(DownstreamSettings\):.*?(?=\nclass )",
+        "",
+        settings.read_text(),
+        count=1,
+        flags=re.DOTALL,
+    )
+    settings.write_text(text)
+    replace_once(settings, "from pydantic import AnyHttpUrl\n\n", "")
+    replace_once(settings, "import DownstreamSettings, PlatformSettings", "import PlatformSettings")
+    replace_once(settings, "    users_service: UsersServiceSettings = UsersServiceSettings()\n", "")
+    env = project / ".env.example"
+    env.write_text(
+        re.sub(
+            r"^# The users service.*\n(^.*USERS_SERVICE__.*\n)+",
+            "",
+            env.read_text(),
+            flags=re.MULTILINE,
+        )
+    )
+    stub_routes = project / "tests/e2e/stub_routes.py"
+    text, count = re.subn(
+        r'\n\n\n@route\(r"/users/.*?(?=\n\n\n|\Z)', "", stub_routes.read_text(), flags=re.DOTALL
+    )
+    assert count == 1, "the users stub route moved: update remove_example"
+    stub_routes.write_text(text + ("" if text.endswith("\n") else "\n"))
+
+
+@pytest.fixture(scope="module")
+def customized_at_new(versions: TemplateVersions, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A service rendered from NEW with the customized scenario's edits, committed."""
+    project = copy_project(versions.repo, tmp_path_factory.mktemp("answers") / "svc", NEW)
+    customize(project, runbook="docs/runbook.md")
+    commit_all(project, "Our own changes")
+    return project
+
+
+def test_answer_changes_cover_every_question_but_the_package_name() -> None:
+    questions = {key for key in COPIER_CONFIG if not key.startswith("_")}
+    assert {key for change in ANSWER_CHANGES for key in change} == questions - {"package_name"}
+
+
+@pytest.mark.xdist_group("answers")
+@pytest.mark.parametrize(
+    "change", ANSWER_CHANGES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items())
+)
+def test_changing_an_answer_leaves_team_owned_files_untouched(
+    customized_at_new: Path, change: dict[str, Any], tmp_path: Path
+) -> None:
+    project = tmp_path / "svc"
+    shutil.copytree(customized_at_new, project, symlinks=True)
+    before = project_files(project)
+    updated = _update_and_record(project, data=change)
+    assert (updated.unmerged, updated.markers, updated.rejects) == ([], [], [])
+    assert {key: _answers(project)[key] for key in change} == change
+    _assert_team_files_kept(project, before, gone=[])
+    # The settings the team added stay in its part of .env.example, as its other edits do.
+    assert (project / ".env").read_text() == LOCAL_ENV
+
+
+@pytest.fixture(scope="module")
+def example_removed(
+    versions: TemplateVersions, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, bytes]]:
+    """A service on OLD whose team removed the example client, then updated to NEW."""
+    project = copy_project(versions.repo, tmp_path_factory.mktemp("no-example") / "svc", OLD)
+    remove_example(project)
+    commit_all(project, "Remove the example client")
+    return project, project_files(project)
+
+
+@pytest.mark.xdist_group("no-example")
+def test_example_removed_by_the_team_stays_removed_on_update(
+    example_removed: tuple[Path, dict[str, bytes]],
+) -> None:
+    project, before = example_removed
+    updated = _update_and_record(project)
+    assert (updated.unmerged, updated.markers, updated.rejects) == ([], [], [])
+    assert _answers(project)["_commit"] == NEW
+    _assert_team_files_kept(project, before, gone=EXAMPLE_FILES)
+    # The answer follows: the platform's parts drop the example (README, deploy settings, the
+    # platform's tests), and the team's files still do not change.
+    commit_all(project, "Update the template")
+    before = project_files(project)
+    updated = _update_and_record(project, data={"include_example_client": False})
+    assert (updated.unmerged, updated.markers, updated.rejects) == ([], [], [])
+    _assert_team_files_kept(project, before, gone=EXAMPLE_FILES)
+    assert "users" not in (project / "deploy/base/settings.env").read_text().lower()
+
+
+@pytest.mark.xdist_group("no-example")
+@pytest.mark.render
+def test_example_removed_passes_lint_types_and_tests_after_the_update(
+    example_removed: tuple[Path, dict[str, bytes]],
+) -> None:
+    project, _ = example_removed
+    _passes_its_own_checks(project)
+
+
+def test_without_keep_team_files_an_answer_change_conflicts_in_team_files(
+    snapshot: Path, tmp_path: Path
+) -> None:
+    """The control: the same update from a NEW without the every-update migration writes
+    conflict markers into the team's settings.py, so the migration is what keeps it."""
+    repo = init_repo(tmp_path / "repo")
+    _fill(repo, snapshot)
+    config = repo / "copier.yml"
+    text, count = re.subn(
+        r"^  # Every update:.*?(?=^  # 0\.1\.0:)", "", config.read_text(), flags=re.M | re.S
+    )
+    assert count == 1, "the every-update migration moved in copier.yml: update this test"
+    config.write_text(text)
+    assert "keep_team_files" not in (repo / "copier.yml").read_text()
+    commit_all(repo, f"Release {NEW} without keep_team_files", tag=NEW)
+    project = copy_project(repo, tmp_path / "svc", NEW)
+    remove_example(project)
+    commit_all(project, "Remove the example client")
+    update_project(project, data={"include_example_client": False})
+    conflicted = sorted({marker.split(":")[0] for marker in conflict_markers(project)})
+    assert f"src/{PACKAGE}/settings.py" in conflicted, conflicted
+
+
 # --- Moving a service to another Python: `make update DATA=python_version=...` -----------------
 
 OLDEST_PYTHON = PYTHON_VERSIONS[0]
@@ -652,13 +837,19 @@ def test_each_migration_belongs_to_a_release_marked_migration_and_its_script_exi
     sections = _changelog_sections()
     assert MIGRATIONS, "copier.yml has no _migrations example"
     for migration in MIGRATIONS:
+        scripts = re.findall(r"hooks/[\w/]+\.py", " ".join(map(str, migration["command"])))
+        assert scripts and all((REPO_ROOT / script).is_file() for script in scripts), migration
+        if "version" not in migration:
+            # One that runs on every update is announced, with its script, by the release that
+            # added it.
+            marked = [s for s in sections.values() if "**migration**" in s and scripts[0] in s]
+            assert marked, f"no release marked **migration** in CHANGELOG.md names {scripts[0]}"
+            continue
         version = migration["version"]
         section = sections.get(version) or sections.get("Unreleased", "")
         if version not in sections:
             assert Version(version) > Version(RELEASES[0]), f"{version} is neither listed nor next"
         assert "**migration**" in section, f"CHANGELOG.md does not mark {version} as a migration"
-        scripts = re.findall(r"hooks/[\w/]+\.py", " ".join(map(str, migration["command"])))
-        assert scripts and all((REPO_ROOT / script).is_file() for script in scripts), migration
 
 
 # --- (g) every released version updates to HEAD -------------------------------------------------
