@@ -154,6 +154,20 @@ def test_tune_resilience(tmp_path: Path) -> None:
     assert "unknown field(s) max_attemps; allowed: max_attempts" in output, output
 
 
+def test_remove_the_example_client(template: Path, tmp_path: Path) -> None:
+    service = _service_at_old(template, tmp_path / "my-service")
+    output = run_guide("remove-the-example-client", tmp_path, {"SERVICE": str(service)})
+    assert _answers(service)["include_example_client"] is False
+    for path in ("src/my_service/users.py", "tests/test_users.py", "tests/e2e/test_users_e2e.py"):
+        assert not (service / path).exists(), path
+    assert "users" not in (service / "src/my_service/service.py").read_text()
+    assert "USERS_SERVICE" not in (service / ".env.example").read_text()
+    assert not CONFLICT_MARKER.search(output), output
+    summary = pytest_summary(output)
+    assert "passed" in summary and "failed" not in summary and "error" not in summary, output
+    assert _clean(service)
+
+
 def test_update_and_resolve_conflicts(template: Path, tmp_path: Path) -> None:
     service = _service_at_old(template, tmp_path / "my-service", pinned=True)
     settings = (service / "src/my_service/settings.py").read_text()
