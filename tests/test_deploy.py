@@ -222,7 +222,7 @@ def test_deploy_none_renders_no_manifests(tmp_path: Path) -> None:
     project = render(tmp_path / "svc", {"deploy": "none"})
     assert not (project / "deploy").exists()
     assert "deploy-check" not in (project / "Makefile").read_text()
-    assert "## Deploy" not in (project / "README.md").read_text()
+    assert "## Deploy" not in (project / "docs/platform.md").read_text()
     assert not (project / ".github/workflows/deploy.yml").exists()
     assert (project / ".github/workflows/ci.yml").exists()
     assert "pyyaml" not in (project / "pyproject.toml").read_text()

@@ -5,10 +5,11 @@ there; this repository's own tags are never needed.
 
 - ``OLD`` (0.0.1): a synthetic earlier version, the working tree with a few changes reversed: the
   runbook at its old name ``RUNBOOK.md`` (so the 0.1.0 migration has work to do), another value
-  on one line of ``.env.example`` (the conflict scenario edits that line), the README without its
-  `make update` row, and an extra comment line at the top of ``main.py``, ``core/settings.py``
-  and ``pyproject.toml`` (so that the template changes the shared files the customizations touch
-  too; team-owned files are never changed by an update, so OLD keeps them as they are).
+  on one line of ``.env.example`` (the conflict scenario edits that line), the platform's page
+  ``docs/platform.md`` without its `make update` row, and an extra comment line at the top of
+  ``main.py``, ``core/settings.py`` and ``pyproject.toml`` (so that the template changes the
+  shared files the customizations touch too; team-owned files are never changed by an update, so
+  OLD keeps them as they are).
 - a pre-release commit before ``OLD``, never tagged: services rendered before the first tag have
   such a commit recorded.
 - ``NEW``: the working tree, tagged with the newest version CHANGELOG.md or a migration names.
@@ -118,7 +119,7 @@ def make_synthetic_old(tree: Path) -> None:
     # One line the conflict scenario edits too.
     replace_once(template / ".env.example.jinja", "_LOG_LEVEL=INFO\n", "_LOG_LEVEL=DEBUG\n")
     # Changes in the files the customized scenario edits, on other lines than its edits.
-    _resub(template / "README.md.jinja", r"^\| `make update` \|.*\n", "")
+    _resub(template / "docs/platform.md.jinja", r"^\| `make update` \|.*\n", "")
     package = template / "src/{{package_name}}"
     _prepend(package / "main.py.jinja", "# The application factory.")
     _prepend(package / "core/settings.py.jinja", "# Settings: .env.example lists every one.")
@@ -252,6 +253,8 @@ def test_the_changed_default_holds() -> None:
 '''
 
 README_EDIT = "Called by the checkout and billing services; see docs/runbook.md for on-call.\n\n"
+# The team's own section at the end of its README (team-owned since 0.3.0).
+README_SECTION = "\n## Callers\n\n" + README_EDIT.rstrip("\n") + "\n"
 RUNBOOK_EDIT = "- Who is paged, and where: the orders on-call rotation, #orders-oncall"
 LOCAL_ENV = "# A developer's local settings: never committed, never overwritten.\nLOCAL_ONLY=1\n"
 DEPENDENCY_MARKER = (
@@ -262,8 +265,8 @@ DEPENDENCY_MARKER = (
 def customize(project: Path, runbook: str) -> None:
     """The customized scenario's edits, each where docs/architecture.md says it goes: an added
     route (a module of its own, included in service.py), a changed platform default (overridden
-    in settings.py), an added dependency (the team's part of pyproject.toml), an edited README
-    section, a filled-in runbook line and a local .env."""
+    in settings.py), an added dependency (the team's part of pyproject.toml), a section at the
+    end of the README, a filled-in runbook line and a local .env."""
     package = project / "src" / PACKAGE
     (package / "greetings.py").write_text(GREETINGS_MODULE)
     (project / "tests/test_greetings.py").write_text(GREETINGS_TEST)
@@ -291,7 +294,7 @@ def customize(project: Path, runbook: str) -> None:
     replace_once(
         project / "pyproject.toml", DEPENDENCY_MARKER, DEPENDENCY_MARKER + '    "anyio>=4",\n'
     )
-    replace_once(project / "README.md", "## Endpoints\n\n", "## Endpoints\n\n" + README_EDIT)
+    (project / "README.md").write_text((project / "README.md").read_text() + README_SECTION)
     replace_once(project / runbook, "- Who is paged, and where: _fill in_", RUNBOOK_EDIT)
     (project / ".env").write_text(LOCAL_ENV)
 
@@ -364,7 +367,7 @@ def test_b_customized_service_keeps_its_edits_without_conflicts(
     # fresh copy of NEW with the same edits made to it.
     assert _differences(project, fresh_customized) == []
     # The template did change these files, on other lines.
-    assert "| `make update` |" in (project / "README.md").read_text()
+    assert "| `make update` |" in (project / "docs/platform.md").read_text()
     assert not (project / "src" / PACKAGE / "main.py").read_text().startswith("#")
     assert not (project / "pyproject.toml").read_text().startswith("#")
     assert "_LOG_LEVEL=INFO\n" in (project / ".env.example").read_text()
@@ -374,7 +377,7 @@ def test_b_customized_service_keeps_its_edits_without_conflicts(
         in (project / "src/my_service/service.py").read_text()
     )
     assert '"anyio>=4",' in (project / "pyproject.toml").read_text()
-    assert README_EDIT in (project / "README.md").read_text()
+    assert (project / "README.md").read_text().endswith(README_SECTION)
     assert (project / ".env").read_text() == LOCAL_ENV
 
 
@@ -451,7 +454,7 @@ def test_c_real_conflict_yields_inline_markers_that_make_lint_rejects(conflicted
     ), text
     # Only that one line conflicts; the rest of the update went through.
     assert [marker.split(":")[0] for marker in conflicted.markers] == [".env.example"] * 3
-    assert "| `make update` |" in (project / "README.md").read_text()
+    assert "| `make update` |" in (project / "docs/platform.md").read_text()
     # The rendered project's lint (CI runs it) refuses the leftover markers.
     lint = subprocess.run(
         ["make", "lint"],
@@ -791,7 +794,11 @@ def test_exclude_keeps_template_only_files_out(snapshot: Path, tmp_path: Path) -
     # Only template/ renders: none of the template repository's own files reach a service.
     for name in ("copier.yml", "hooks", "includes", "CHANGELOG.md", ".ci", "tests/test_update.py"):
         assert not (project / name).exists(), name
-    assert sorted(p.name for p in (project / "docs").iterdir()) == ["architecture.md", "runbook.md"]
+    assert sorted(p.name for p in (project / "docs").iterdir()) == [
+        "architecture.md",
+        "platform.md",
+        "runbook.md",
+    ]
 
 
 def test_min_copier_version_copies_and_updates_the_template(
@@ -957,6 +964,67 @@ def test_g_an_answer_given_with_the_update_wins_over_the_kept_python(
     assert _answers(project)["python_version"] == DEFAULT_PYTHON_VERSION
     expected = copy_project(repo, tmp_path / "expected", head)
     assert _differences(project, expected, before) == []
+
+
+# --- The README is the team's (0.3.0): a section at its end survives every update (issue 21, 6) --
+
+MIGRATIONS_DIR = REPO_ROOT / "hooks/migrations"
+
+
+def _readme_migration() -> Any:
+    """The 0.3.0 README migration's module (a script: its imports are found beside it)."""
+    import importlib.util
+
+    sys.path.insert(0, str(MIGRATIONS_DIR))
+    try:
+        path = MIGRATIONS_DIR / "v0_3_0_readme_becomes_yours.py"
+        spec = importlib.util.spec_from_file_location("v0_3_0_readme_becomes_yours", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(MIGRATIONS_DIR))
+    return module
+
+
+OLD_README = b"# svc\n\nThe platform's text.\n\n## Endpoints\n\n| /healthz | liveness |\n"
+NEW_README = b"# svc\n\nYours. The platform's text is in docs/platform.md.\n"
+
+
+def test_readme_migration_puts_the_team_sections_after_the_new_readme() -> None:
+    carry = _readme_migration().carry
+    section = b"\n## Orders\n\nOur own section.\n"
+    assert carry(OLD_README, OLD_README, NEW_README)[0] == NEW_README
+    assert carry(OLD_README + section, OLD_README, NEW_README)[0] == NEW_README + section
+    # The control: a plain three-way merge conflicts on that appended section.
+    assert _readme_migration().merge_file(OLD_README + section, OLD_README, NEW_README)[1]
+    # An edit inside the platform's old text: kept as it was, never a conflict.
+    edited = OLD_README.replace(b"| /healthz | liveness |", b"| /healthz | liveness, ours |")
+    result, message = carry(edited, OLD_README, NEW_README)
+    assert result == edited and message is not None and "docs/platform.md" in message
+    # A release that does not change the README leaves the team's alone, and says nothing.
+    assert carry(NEW_README + section, NEW_README, NEW_README) == (NEW_README + section, None)
+
+
+@pytest.mark.xdist_group("history")
+@pytest.mark.parametrize(("version", "commit"), _released_version_params())
+def test_readme_section_at_the_end_survives_the_update_from_each_release(
+    version: str, commit: str, history: tuple[Path, str], tmp_path: Path
+) -> None:
+    """From the oldest release, and from each one whose README text the platform changed since:
+    no conflict, the new README, then the team's section; the platform's text in its page."""
+    repo, head = history
+    project = copy_project(repo, tmp_path / "svc", version)
+    readme = project / "README.md"
+    readme.write_text(readme.read_text() + README_SECTION)
+    commit_all(project, "Our own section")
+    updated = _update_and_record(project, vcs_ref=head)
+    assert (updated.unmerged, updated.markers, updated.rejects) == ([], [], [])
+    expected = copy_project(repo, tmp_path / "expected", head, _answers_kept_by_migrations(version))
+    assert readme.read_text() == (expected / "README.md").read_text() + README_SECTION
+    assert (project / "docs/platform.md").read_bytes() == (
+        expected / "docs/platform.md"
+    ).read_bytes()
 
 
 MIGRATION_0_3_0 = REPO_ROOT / "hooks/migrations/v0_3_0_keep_python_version.py"

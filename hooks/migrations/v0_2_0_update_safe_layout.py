@@ -36,6 +36,9 @@ import yaml
 ANSWERS = Path(".copier-answers.yml")
 OWNERSHIP = Path(".template-ownership.yml")
 LABELS = ["-L", "before updating", "-L", "last update", "-L", "after updating"]
+# Files that became team-owned after 0.2.0: the migration of the release that made them so
+# carries them, not this one.
+LATER_SEAMS = {"README.md"}
 
 
 def _git(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -122,7 +125,9 @@ def migrate(src: str, old_ref: str, new_ref: str) -> list[str]:
         old_files, new_files = _files(old), _files(new)
         team_owned = yaml.safe_load((new / OWNERSHIP).read_text())["team_owned"]
         pairs = [(path, _moved_to(path, new_files)) for path in sorted(old_files - new_files)]
-        pairs += [(path, path) for path in sorted(old_files & new_files) if path in team_owned]
+        # README.md became the team's in 0.3.0, whose own migration carries it.
+        seams = [path for path in team_owned if path not in LATER_SEAMS]
+        pairs += [(path, path) for path in sorted(old_files & new_files) if path in seams]
         for before, after in pairs:
             ours = _committed(before)
             if after is None or ours is None:
