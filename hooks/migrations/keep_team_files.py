@@ -159,7 +159,15 @@ def keep_env_part(entry: Entry) -> bool:
 def main() -> int:
     (src,) = sys.argv[1:2]
     before = before_update()
-    existing, deleted = team_owned(before, src)
+    try:
+        existing, deleted = team_owned(before, src)
+    except ValueError as error:
+        print(
+            f"keep_team_files: {MAP_FILE} as committed cannot be read ({error}); the team's "
+            "files were not checked: compare them with `git diff HEAD` before committing",
+            file=sys.stderr,
+        )
+        return 1
     for path in existing:
         done = keep_file(path, before[path])
         if done:
