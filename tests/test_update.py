@@ -624,6 +624,13 @@ def _assert_team_files_kept(project: Path, before: dict[str, bytes], gone: list[
     assert _team_part(after[".env.example"]) == _team_part(before[".env.example"])
 
 
+# What settings.py has in class Settings when rendered without the example.
+SETTINGS_SKELETON = (
+    "    # Your settings, e.g. `orders_page_size: int = Field(50, ge=1)`, set in the environment\n"
+    f"    # as {PACKAGE.upper()}_ORDERS_PAGE_SIZE.\n"
+)
+
+
 def remove_example(project: Path) -> None:
     """Take the example client out as docs/how-to/remove-the-example-client.md says: its files
     deleted, its import, router, settings, stub route and .env.example lines removed."""
@@ -646,7 +653,11 @@ def remove_example(project: Path) -> None:
     settings.write_text(text)
     replace_once(settings, "from pydantic import AnyHttpUrl\n\n", "")
     replace_once(settings, "import DownstreamSettings, PlatformSettings", "import PlatformSettings")
-    replace_once(settings, "    users_service: UsersServiceSettings = UsersServiceSettings()\n", "")
+    replace_once(
+        settings,
+        "    users_service: UsersServiceSettings = UsersServiceSettings()\n",
+        SETTINGS_SKELETON,
+    )
     env = project / ".env.example"
     env.write_text(
         re.sub(
