@@ -710,44 +710,54 @@ def test_changing_an_answer_leaves_team_owned_files_untouched(
 @pytest.fixture(scope="module")
 def example_removed(
     versions: TemplateVersions, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, dict[str, bytes]]:
+) -> Updated:
     """A service on OLD whose team removed the example client, then updated to NEW."""
     project = copy_project(versions.repo, tmp_path_factory.mktemp("no-example") / "svc", OLD)
     remove_example(project)
     commit_all(project, "Remove the example client")
-    return project, project_files(project)
+    return _update_and_record(project)
+
+
+@pytest.fixture(scope="module")
+def example_answered(example_removed: Updated) -> Updated:
+    """The same service after `make update DATA=include_example_client=false`, as the how-to
+    says: the platform's parts drop the example too."""
+    commit_all(example_removed.project, "Update the template")
+    return _update_and_record(example_removed.project, data={"include_example_client": False})
 
 
 @pytest.mark.xdist_group("no-example")
 def test_example_removed_by_the_team_stays_removed_on_update(
-    example_removed: tuple[Path, dict[str, bytes]], versions: TemplateVersions, tmp_path: Path
+    example_removed: Updated, versions: TemplateVersions, tmp_path: Path
 ) -> None:
-    project, before = example_removed
-    updated = _update_and_record(project)
+    updated = example_removed
     assert (updated.unmerged, updated.markers, updated.rejects) == ([], [], [])
-    assert _answers(project)["_commit"] == NEW
-    _assert_team_files_kept(project, before, gone=EXAMPLE_FILES)
+    assert _answers(updated.project)["_commit"] == NEW
+    _assert_team_files_kept(updated.project, updated.before, gone=EXAMPLE_FILES)
     # Every template change arrived where the map says: what NEW renders, the example removed.
     expected = copy_project(versions.repo, tmp_path / "expected", NEW)
     remove_example(expected)
     assert _misplaced(updated, expected) == []
-    # The answer follows: the platform's parts drop the example (README, deploy settings, the
-    # platform's tests), and the team's files still do not change.
-    commit_all(project, "Update the template")
-    before = project_files(project)
-    updated = _update_and_record(project, data={"include_example_client": False})
-    assert (updated.unmerged, updated.markers, updated.rejects) == ([], [], [])
-    _assert_team_files_kept(project, before, gone=EXAMPLE_FILES)
-    assert "users" not in (project / "deploy/base/settings.env").read_text().lower()
 
 
 @pytest.mark.xdist_group("no-example")
+def test_example_removed_then_answered_keeps_the_team_files(example_answered: Updated) -> None:
+    updated = example_answered
+    assert (updated.unmerged, updated.markers, updated.rejects) == ([], [], [])
+    assert _answers(updated.project)["include_example_client"] is False
+    _assert_team_files_kept(updated.project, updated.before, gone=EXAMPLE_FILES)
+    assert "users" not in (updated.project / "deploy/base/settings.env").read_text().lower()
+
+
+# Checked after the answer change. Before it (the example deleted, the answer still true), the
+# platform's tests/core/test_config.py still names the example's variables: issue 21, point 1,
+# lands separately; once it has, run these checks on `example_removed` too.
+@pytest.mark.xdist_group("no-example")
 @pytest.mark.render
 def test_example_removed_passes_lint_types_and_tests_after_the_update(
-    example_removed: tuple[Path, dict[str, bytes]],
+    example_answered: Updated,
 ) -> None:
-    project, _ = example_removed
-    _passes_its_own_checks(project)
+    _passes_its_own_checks(example_answered.project)
 
 
 def test_without_keep_team_files_an_answer_change_conflicts_in_team_files(
