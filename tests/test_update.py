@@ -314,10 +314,6 @@ TEAM_SETTINGS_LINES = (
 TEST_ENV_LINE = "MY_SERVICE_PAYMENTS_API_KEY=test-key\n"
 
 
-def needs_platform_tests_independent_of_team_code(project: Path) -> bool:
-    return (project / "tests/test.env").is_file()
-
-
 def customize_settings_the_platform_tests_must_survive(project: Path) -> None:
     """Tuned downstream defaults, a validated and a required setting (with its test value in
     tests/test.env), as docs/how-to/tune-resilience.md and the settings' docstring say."""
@@ -349,8 +345,8 @@ def customize(project: Path, runbook: str) -> None:
     """The customized scenario's edits, each where docs/architecture.md says it goes: an added
     route (a module of its own, included in service.py), a changed platform default (overridden
     in settings.py), an added dependency (the team's part of pyproject.toml), a section at the
-    end of the README, a filled-in runbook line and a local .env; and, once the platform's
-    tests allow them, a tuned downstream default, a validated and a required setting."""
+    end of the README, a filled-in runbook line and a local .env, a tuned downstream default, a
+    validated and a required setting."""
     package = project / "src" / PACKAGE
     (package / "greetings.py").write_text(GREETINGS_MODULE)
     (project / "tests/test_greetings.py").write_text(GREETINGS_TEST)
@@ -381,8 +377,7 @@ def customize(project: Path, runbook: str) -> None:
     (project / "README.md").write_text((project / "README.md").read_text() + README_SECTION)
     replace_once(project / runbook, "- Who is paged, and where: _fill in_", RUNBOOK_EDIT)
     (project / ".env").write_text(LOCAL_ENV)
-    if needs_platform_tests_independent_of_team_code(project):
-        customize_settings_the_platform_tests_must_survive(project)
+    customize_settings_the_platform_tests_must_survive(project)
 
 
 # --- (a) an untouched service -------------------------------------------------------------------
