@@ -1,10 +1,10 @@
 """The shared outbound HTTP client: the only module that constructs HTTP clients.
 
-Clients are made once per process. Each ``httpx.AsyncClient`` owns a connection pool; one per
+Clients are made once per process. Each ``httpx2.AsyncClient`` owns a connection pool; one per
 request means no connection reuse, a TCP (and TLS) handshake per call, and leaked sockets under
 load. The FastAPI lifespan builds the client once, keeps it on ``app.state`` and closes it on
 shutdown. Routes receive it with ``Depends(get_http_client)``, or the ``SharedHttpClient`` alias.
-Ruff's banned-api rule (TID251) rejects ``httpx.AsyncClient``/``httpx.Client`` and
+Ruff's banned-api rule (TID251) rejects ``httpx2.AsyncClient``/``httpx2.Client`` and
 ``aiohttp.ClientSession`` anywhere else.
 
 Callers always get the httpx API. Underneath, ``http.transport`` chooses the connection pool:
@@ -26,7 +26,7 @@ from http.cookiejar import Cookie, CookieJar
 from typing import Annotated, Any
 
 import aiohttp
-import httpx
+import httpx2
 import yarl
 from fastapi import Depends, FastAPI, Request
 from opentelemetry import trace
@@ -41,7 +41,7 @@ _NO_ROUNDING = 1e9
 
 
 @contextlib.contextmanager
-def _httpx_errors(request: httpx.Request) -> Iterator[None]:
+def _httpx_errors(request: httpx2.Request) -> Iterator[None]:
     """Raise aiohttp's errors as the httpx errors that the retry rules and the breaker know.
 
     The mapping keeps the distinction that matters for retries: ``ConnectError`` and
@@ -52,26 +52,26 @@ def _httpx_errors(request: httpx.Request) -> Iterator[None]:
     try:
         yield
     except aiohttp.ClientConnectorError as exc:  # refused, unreachable, DNS, TLS handshake
-        raise httpx.ConnectError(str(exc), request=request) from exc
+        raise httpx2.ConnectError(str(exc), request=request) from exc
     except aiohttp.ConnectionTimeoutError as exc:  # only the TCP connect is timed (sock_connect)
-        raise httpx.ConnectTimeout(str(exc), request=request) from exc
+        raise httpx2.ConnectTimeout(str(exc), request=request) from exc
     except aiohttp.ServerTimeoutError as exc:  # sock_read: no byte within the read timeout
-        raise httpx.ReadTimeout(str(exc), request=request) from exc
+        raise httpx2.ReadTimeout(str(exc), request=request) from exc
     except (
         aiohttp.ServerDisconnectedError,  # closed before or while answering
         aiohttp.ClientPayloadError,  # body cut short, bad chunked encoding
         aiohttp.ClientResponseError,  # malformed status line or headers
     ) as exc:
-        raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
+        raise httpx2.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
     except aiohttp.ClientOSError as exc:  # reset or broken pipe on an open connection
-        raise httpx.ReadError(str(exc), request=request) from exc
+        raise httpx2.ReadError(str(exc), request=request) from exc
     except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
-        raise httpx.UnsupportedProtocol(str(exc), request=request) from exc
+        raise httpx2.UnsupportedProtocol(str(exc), request=request) from exc
     except aiohttp.ClientError as exc:
-        raise httpx.TransportError(str(exc) or type(exc).__name__, request=request) from exc
+        raise httpx2.TransportError(str(exc) or type(exc).__name__, request=request) from exc
 
 
-class _AiohttpBody(httpx.AsyncByteStream):
+class _AiohttpBody(httpx2.AsyncByteStream):
     """A response body read from aiohttp; closing it returns the connection and its pool slot."""
 
     __slots__ = ("_release_slot", "_request", "_response")
@@ -79,7 +79,7 @@ class _AiohttpBody(httpx.AsyncByteStream):
     def __init__(
         self,
         response: aiohttp.ClientResponse,
-        request: httpx.Request,
+        request: httpx2.Request,
         release_slot: Callable[[], None],
     ) -> None:
         self._response = response
@@ -113,12 +113,12 @@ class PoolUsage:
     max_connections: int
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
+class AiohttpTransport(httpx2.AsyncBaseTransport):
     """httpx's transport interface over an aiohttp connection pool.
 
     Behaves as httpx's pooled transport where the outbound chain relies on it: at most
     ``max_connections`` requests in flight (a caller that waits longer than the pool timeout for
-    one gets ``httpx.PoolTimeout``), the connect and read timeouts of each request (which the
+    one gets ``httpx2.PoolTimeout``), the connect and read timeouts of each request (which the
     outbound transport clips to the call's deadline), httpx's exception classes, and bodies
     left encoded for httpx to decode. Differences: HTTP/1.1 only; no write timeout (aiohttp has
     none; request bodies here are small); idle connections are not capped separately
@@ -130,7 +130,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def __init__(self, http: HttpClientSettings) -> None:
         self._settings = http
         # The same CA bundle as httpx's own transport (certifi), whatever the base image has.
-        self._ssl: ssl.SSLContext = httpx.create_ssl_context()
+        self._ssl: ssl.SSLContext = httpx2.create_ssl_context()
         self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(http.max_connections)
         self._timeout_key: tuple[float | None, float | None] = (None, None)
@@ -167,7 +167,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
         return self._session
 
-    def _timeouts(self, request: httpx.Request) -> aiohttp.ClientTimeout:
+    def _timeouts(self, request: httpx2.Request) -> aiohttp.ClientTimeout:
         phases = request.extensions.get("timeout") or {}
         key = (phases.get("connect"), phases.get("read"))
         if key != self._timeout_key:  # usually the same as the last call: reuse it
@@ -177,7 +177,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
         return self._timeout
 
-    async def _acquire_slot(self, request: httpx.Request) -> None:
+    async def _acquire_slot(self, request: httpx2.Request) -> None:
         if not self._slots.locked():
             await self._slots.acquire()  # free: returns at once
             return
@@ -187,14 +187,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 await self._slots.acquire()
         except TimeoutError:
             msg = "no connection became free within the pool timeout"
-            raise httpx.PoolTimeout(msg, request=request) from None
+            raise httpx2.PoolTimeout(msg, request=request) from None
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         session = self._session or self._open()
         await self._acquire_slot(request)
         try:
-            body: bytes | httpx.AsyncByteStream | None
-            if isinstance(request.stream, httpx.ByteStream):
+            body: bytes | httpx2.AsyncByteStream | None
+            if isinstance(request.stream, httpx2.ByteStream):
                 body = request.content or None
             else:
                 body = request.stream  # type: ignore[assignment]  # streamed upload
@@ -211,7 +211,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except BaseException:
             self._slots.release()
             raise
-        return httpx.Response(
+        return httpx2.Response(
             status_code=response.status,
             headers=response.raw_headers,
             stream=_AiohttpBody(response, request, self._slots.release),
@@ -238,20 +238,20 @@ class _DiscardingJar(CookieJar):
         return None
 
 
-class _NoCookies(httpx.Cookies):
+class _NoCookies(httpx2.Cookies):
     """The shared client's cookies: always empty."""
 
     def __init__(self) -> None:
         super().__init__(_DiscardingJar())
 
-    def extract_cookies(self, response: httpx.Response) -> None:
+    def extract_cookies(self, response: httpx2.Response) -> None:
         return None
 
 
 _NO_COOKIES = _NoCookies()  # one for the process: it never holds anything
 
 
-class _SharedClient(httpx.AsyncClient):
+class _SharedClient(httpx2.AsyncClient):
     """The process-wide client's class. (Private: code outside this module gets the shared
     client, and never constructs one.)
 
@@ -277,7 +277,7 @@ class _SharedClient(httpx.AsyncClient):
         self._encoding = kwargs.get("default_encoding", "utf-8")
 
     @property
-    def cookies(self) -> httpx.Cookies:
+    def cookies(self) -> httpx2.Cookies:
         return _NO_COOKIES
 
     @cookies.setter
@@ -286,16 +286,16 @@ class _SharedClient(httpx.AsyncClient):
         raise TypeError(msg)
 
     def _sends_as_is(
-        self, request: httpx.Request, stream: bool, auth: object, follow_redirects: object
+        self, request: httpx2.Request, stream: bool, auth: object, follow_redirects: object
     ) -> bool:
         """Whether httpx's ``send`` would only call the transport and read the body."""
-        if stream or not isinstance(request.stream, httpx.AsyncByteStream):
+        if stream or not isinstance(request.stream, httpx2.AsyncByteStream):
             return False
-        if (self.auth if auth is httpx.USE_CLIENT_DEFAULT else auth) is not None:
+        if (self.auth if auth is httpx2.USE_CLIENT_DEFAULT else auth) is not None:
             return False
         if request.url.userinfo:  # httpx sends Basic auth from the URL's user and password
             return False
-        if follow_redirects is httpx.USE_CLIENT_DEFAULT:
+        if follow_redirects is httpx2.USE_CLIENT_DEFAULT:
             follow_redirects = self.follow_redirects
         if follow_redirects:
             return False
@@ -304,12 +304,12 @@ class _SharedClient(httpx.AsyncClient):
 
     async def send(
         self,
-        request: httpx.Request,
+        request: httpx2.Request,
         *,
         stream: bool = False,
-        auth: httpx.Auth | Any = httpx.USE_CLIENT_DEFAULT,
-        follow_redirects: bool | Any = httpx.USE_CLIENT_DEFAULT,
-    ) -> httpx.Response:
+        auth: httpx2.Auth | Any = httpx2.USE_CLIENT_DEFAULT,
+        follow_redirects: bool | Any = httpx2.USE_CLIENT_DEFAULT,
+    ) -> httpx2.Response:
         if not self._sends_as_is(request, stream, auth, follow_redirects):
             return await super().send(
                 request, stream=stream, auth=auth, follow_redirects=follow_redirects
@@ -322,7 +322,7 @@ class _SharedClient(httpx.AsyncClient):
         started = time.perf_counter()
         try:
             response = await self._outbound.handle_async_request(request)
-        except httpx.RequestError as exc:
+        except httpx2.RequestError as exc:
             exc.request = request  # as httpx's send does: every request error names its request
             raise
         response.request = request
@@ -344,9 +344,9 @@ def build_http_client(
     *,
     tracer: trace.Tracer | None = None,
     observer: Observer = NULL_OBSERVER,
-    base_transport: httpx.AsyncBaseTransport | None = None,
+    base_transport: httpx2.AsyncBaseTransport | None = None,
     clock: Callable[[], float] = time.monotonic,
-) -> httpx.AsyncClient:
+) -> httpx2.AsyncClient:
     """Build the process-wide client from settings.
 
     The defaults are the seed's client: ``Timeout(5.0, connect=1.0)``,
@@ -357,7 +357,7 @@ def build_http_client(
     deadlines and breaker timing; tests pass a fake one instead of sleeping.
     """
     http = settings.http
-    limits = httpx.Limits(
+    limits = httpx2.Limits(
         max_connections=http.max_connections,
         max_keepalive_connections=http.max_keepalive_connections,
         keepalive_expiry=http.keepalive_expiry,
@@ -367,10 +367,10 @@ def build_http_client(
         inner = (
             AiohttpTransport(http)
             if http.transport == "aiohttp"
-            else httpx.AsyncHTTPTransport(limits=limits)
+            else httpx2.AsyncHTTPTransport(limits=limits)
         )
     return _SharedClient(
-        timeout=httpx.Timeout(http.timeout, connect=http.connect_timeout),
+        timeout=httpx2.Timeout(http.timeout, connect=http.connect_timeout),
         limits=limits,
         headers={"User-Agent": http.user_agent},
         transport=OutboundTransport(
@@ -386,13 +386,13 @@ def build_http_client(
     )
 
 
-def open_client(app: FastAPI) -> httpx.AsyncClient | None:
+def open_client(app: FastAPI) -> httpx2.AsyncClient | None:
     """The app's shared client while its lifespan runs, else None."""
-    client: httpx.AsyncClient | None = getattr(app.state, "http_client", None)
+    client: httpx2.AsyncClient | None = getattr(app.state, "http_client", None)
     return None if client is None or client.is_closed else client
 
 
-async def get_http_client(request: Request) -> httpx.AsyncClient:
+async def get_http_client(request: Request) -> httpx2.AsyncClient:
     """FastAPI dependency: the shared client that the lifespan opened.
 
     A coroutine on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a
@@ -414,7 +414,7 @@ def pool_usage(app: FastAPI) -> PoolUsage | None:
     inner = outbound_transport(client).inner
     if isinstance(inner, AiohttpTransport):
         return inner.usage()
-    if isinstance(inner, httpx.AsyncHTTPTransport):
+    if isinstance(inner, httpx2.AsyncHTTPTransport):
         settings: PlatformSettings = app.state.settings
         # httpcore's pool: each connection is idle (kept alive, no request) or in use.
         connections = inner._pool.connections
@@ -423,7 +423,7 @@ def pool_usage(app: FastAPI) -> PoolUsage | None:
     return None
 
 
-def outbound_transport(client: httpx.AsyncClient) -> OutboundTransport:
+def outbound_transport(client: httpx2.AsyncClient) -> OutboundTransport:
     """The outbound chain of a client built here (for breaker state and tests)."""
     transport = client._transport
     if not isinstance(transport, OutboundTransport):
@@ -432,5 +432,5 @@ def outbound_transport(client: httpx.AsyncClient) -> OutboundTransport:
     return transport
 
 
-SharedHttpClient = Annotated[httpx.AsyncClient, Depends(get_http_client)]
+SharedHttpClient = Annotated[httpx2.AsyncClient, Depends(get_http_client)]
 """Annotate a route parameter with this to receive the shared client."""

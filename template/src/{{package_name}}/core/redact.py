@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, unquote, urlencode
 
-import httpx
+import httpx2
 
 REDACTED = "[REDACTED]"
 
@@ -55,7 +55,7 @@ def redact_query(query: str) -> str:
     )
 
 
-def redact_url(url: httpx.URL) -> str:
+def redact_url(url: httpx2.URL) -> str:
     """Return ``url`` as a string without its password and with a redacted query."""
     if url.password:
         url = url.copy_with(username=url.username, password=REDACTED)

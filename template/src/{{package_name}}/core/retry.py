@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import httpx2
 from pydantic import BaseModel, ConfigDict, Field
 
 IDEMPOTENCY_KEY = "idempotency-key"
@@ -78,14 +78,14 @@ class RetryPolicy(BaseModel):
     )
     budget_burst: int = Field(10, ge=0, description="Retries a quiet host may use at once.")
 
-    def may_resend(self, request: httpx.Request) -> bool:
+    def may_resend(self, request: httpx2.Request) -> bool:
         """Whether resending ``request`` after it may have reached the downstream is safe: an
         idempotent method, an ``Idempotency-Key``, or the caller's explicit opt-in; and a body
         that can be sent again."""
         override = request.extensions.get(RETRY_EXTENSION)
         if override is False:
             return False
-        if not isinstance(request.stream, httpx.ByteStream):
+        if not isinstance(request.stream, httpx2.ByteStream):
             return False  # a streamed body was consumed by the first attempt
         return (
             override is True or request.method in self.methods or IDEMPOTENCY_KEY in request.headers
@@ -93,22 +93,22 @@ class RetryPolicy(BaseModel):
 
 
 # Errors raised before the request left this process: safe to resend for any method.
-_NOT_SENT: tuple[type[Exception], ...] = (httpx.ConnectError, httpx.ConnectTimeout)
+_NOT_SENT: tuple[type[Exception], ...] = (httpx2.ConnectError, httpx2.ConnectTimeout)
 # Errors after the request may have been sent: resend only when ``may_resend``.
 _MAYBE_SENT: tuple[type[Exception], ...] = (
-    httpx.ReadTimeout,
-    httpx.WriteTimeout,
-    httpx.ReadError,
-    httpx.WriteError,
-    httpx.RemoteProtocolError,
+    httpx2.ReadTimeout,
+    httpx2.WriteTimeout,
+    httpx2.ReadError,
+    httpx2.WriteError,
+    httpx2.RemoteProtocolError,
 )
 
 
 def retry_reason(
     policy: RetryPolicy,
-    request: httpx.Request,
+    request: httpx2.Request,
     *,
-    response: httpx.Response | None = None,
+    response: httpx2.Response | None = None,
     error: Exception | None = None,
 ) -> str | None:
     """Why this outcome may be retried (``"503"``, ``"ConnectError"``), or None if it must not.
@@ -119,7 +119,7 @@ def retry_reason(
     if request.extensions.get(RETRY_EXTENSION) is False:
         return None
     if error is not None:
-        if isinstance(error, httpx.PoolTimeout):
+        if isinstance(error, httpx2.PoolTimeout):
             return None
         if isinstance(error, _NOT_SENT):
             return type(error).__name__

@@ -26,7 +26,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-import httpx
+import httpx2
 import stamina
 import structlog
 from opentelemetry import trace
@@ -50,26 +50,26 @@ _TIMEOUT_PHASES = ("connect", "read", "write", "pool")
 _propagator = TraceContextTextMapPropagator()
 
 
-def downstream_host(url: httpx.URL) -> str:
+def downstream_host(url: httpx2.URL) -> str:
     """``host:port`` of a URL, the key that logs, metrics and per-host state share."""
     port = url.port or (443 if url.scheme == "https" else 80)
     return f"{url.host}:{port}"
 
 
-class DeadlineExceeded(httpx.TimeoutException):
+class DeadlineExceeded(httpx2.TimeoutException):
     """The call's total deadline passed before another attempt could start."""
 
 
-class ResponseTooLarge(httpx.RemoteProtocolError):
+class ResponseTooLarge(httpx2.RemoteProtocolError):
     """The downstream's response body is larger than ``http.max_response_bytes``; the rest was
     not read, and the connection was dropped."""
 
 
-_CLOSED_BODY = httpx.ByteStream(b"")
+_CLOSED_BODY = httpx2.ByteStream(b"")
 """What a response's ``stream`` becomes once its body is closed (httpx never reads it again)."""
 
 
-class _BoundedBody(httpx.AsyncByteStream):
+class _BoundedBody(httpx2.AsyncByteStream):
     """A response body that stops at a size limit and at the call's deadline.
 
     httpx's read timeout bounds each read, not the whole body: a downstream that drips one byte
@@ -84,9 +84,9 @@ class _BoundedBody(httpx.AsyncByteStream):
 
     def __init__(
         self,
-        inner: httpx.AsyncByteStream,
-        request: httpx.Request,
-        response: httpx.Response,
+        inner: httpx2.AsyncByteStream,
+        request: httpx2.Request,
+        response: httpx2.Response,
         *,
         limit: int,
         deadline: float,
@@ -94,7 +94,7 @@ class _BoundedBody(httpx.AsyncByteStream):
     ) -> None:
         self._inner = inner
         self._request = request
-        self._response: httpx.Response | None = response
+        self._response: httpx2.Response | None = response
         self._limit = limit
         self._deadline = deadline
         self._clock = clock
@@ -108,7 +108,7 @@ class _BoundedBody(httpx.AsyncByteStream):
                 raise ResponseTooLarge(msg, request=self._request)
             if self._clock() > self._deadline:
                 msg = "the call's deadline passed while reading the response body"
-                raise httpx.ReadTimeout(msg, request=self._request)
+                raise httpx2.ReadTimeout(msg, request=self._request)
             yield chunk
 
     async def aclose(self) -> None:
@@ -185,8 +185,8 @@ class _Retryable(Exception):
         self,
         reason: str,
         *,
-        response: httpx.Response | None = None,
-        error: httpx.HTTPError | None = None,
+        response: httpx2.Response | None = None,
+        error: httpx2.HTTPError | None = None,
         retry_after: float | None = None,
     ) -> None:
         super().__init__(reason)
@@ -196,12 +196,12 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
-class OutboundTransport(httpx.AsyncBaseTransport):
+class OutboundTransport(httpx2.AsyncBaseTransport):
     """Wraps the base transport with breaker, retries, tracing, logging and metrics."""
 
     def __init__(
         self,
-        inner: httpx.AsyncBaseTransport,
+        inner: httpx2.AsyncBaseTransport,
         *,
         downstreams: Downstreams,
         tracer: trace.Tracer,
@@ -219,7 +219,7 @@ class OutboundTransport(httpx.AsyncBaseTransport):
         self._rng = rng
 
     @property
-    def inner(self) -> httpx.AsyncBaseTransport:
+    def inner(self) -> httpx2.AsyncBaseTransport:
         """The transport that does the network I/O."""
         return self._inner
 
@@ -228,7 +228,7 @@ class OutboundTransport(httpx.AsyncBaseTransport):
         """Per-host breakers and budgets."""
         return self._downstreams
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         host = downstream_host(request.url)
         downstream = self._downstreams.get(host)
         downstream.budget.deposit()
@@ -250,13 +250,13 @@ class OutboundTransport(httpx.AsyncBaseTransport):
 
     async def _retry(
         self,
-        request: httpx.Request,
+        request: httpx2.Request,
         host: str,
         downstream: Downstream,
         deadline: float,
         timeouts: dict[str, float | None],
         first: _Retryable,
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         """Attempts 2..N, after the first attempt failed with ``first``.
 
         The loop is this module's rather than stamina's: stamina calls its instrumentation hooks
@@ -285,7 +285,7 @@ class OutboundTransport(httpx.AsyncBaseTransport):
 
     def _next_wait(
         self,
-        request: httpx.Request,
+        request: httpx2.Request,
         host: str,
         downstream: Downstream,
         failure: _Retryable,
@@ -332,13 +332,13 @@ class OutboundTransport(httpx.AsyncBaseTransport):
 
     async def _attempt(
         self,
-        request: httpx.Request,
+        request: httpx2.Request,
         host: str,
         downstream: Downstream,
         attempt: int,
         deadline: float,
         timeouts: dict[str, float | None],
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         """One attempt, step by step: admit it, send it inside a client span with the trace
         headers, check the answer's size, account for it (breaker, span, metrics, log line),
         then return it or raise ``_Retryable`` for the retry loop to decide on."""
@@ -350,7 +350,7 @@ class OutboundTransport(httpx.AsyncBaseTransport):
             started = time.perf_counter()
             try:
                 response = await self._inner.handle_async_request(request)
-            except httpx.TransportError as exc:
+            except httpx2.TransportError as exc:
                 self._failed(request, host, downstream, permit, exc, span, started, attempt, url)
             except BaseException:
                 downstream.breaker.release(permit)  # cancelled: no outcome to record
@@ -365,7 +365,7 @@ class OutboundTransport(httpx.AsyncBaseTransport):
 
     def _admit(
         self,
-        request: httpx.Request,
+        request: httpx2.Request,
         downstream: Downstream,
         deadline: float,
         timeouts: dict[str, float | None],
@@ -384,7 +384,7 @@ class OutboundTransport(httpx.AsyncBaseTransport):
         return permit
 
     def _client_span(
-        self, request: httpx.Request, url: str, attempt: int
+        self, request: httpx2.Request, url: str, attempt: int
     ) -> AbstractContextManager[trace.Span]:
         """The attempt's CLIENT span, with OpenTelemetry's HTTP client attributes."""
         attributes: dict[str, Any] = {
@@ -405,8 +405,8 @@ class OutboundTransport(httpx.AsyncBaseTransport):
 
     async def _refuse_oversized(
         self,
-        response: httpx.Response,
-        request: httpx.Request,
+        response: httpx2.Response,
+        request: httpx2.Request,
         host: str,
         downstream: Downstream,
         permit: Permit,
@@ -427,14 +427,14 @@ class OutboundTransport(httpx.AsyncBaseTransport):
 
     def _bound_body(
         self,
-        response: httpx.Response,
-        request: httpx.Request,
+        response: httpx2.Response,
+        request: httpx2.Request,
         deadline: float,
         timeouts: dict[str, float | None],
     ) -> None:
         """Make reading the body obey the size limit and a deadline: the call's, and at least
         one read timeout after the headers."""
-        assert isinstance(response.stream, httpx.AsyncByteStream)  # noqa: S101 - async transport
+        assert isinstance(response.stream, httpx2.AsyncByteStream)  # noqa: S101 - async transport
         read_timeout = timeouts.get("read")
         body_deadline = (
             deadline if read_timeout is None else max(deadline, self._clock() + read_timeout)
@@ -450,8 +450,8 @@ class OutboundTransport(httpx.AsyncBaseTransport):
 
     def _account(
         self,
-        response: httpx.Response,
-        request: httpx.Request,
+        response: httpx2.Response,
+        request: httpx2.Request,
         host: str,
         downstream: Downstream,
         permit: Permit,
@@ -481,8 +481,8 @@ class OutboundTransport(httpx.AsyncBaseTransport):
 
     @staticmethod
     async def _returned_or_retryable(
-        response: httpx.Response, request: httpx.Request, downstream: Downstream
-    ) -> httpx.Response:
+        response: httpx2.Response, request: httpx2.Request, downstream: Downstream
+    ) -> httpx2.Response:
         """The response, or ``_Retryable`` (its body read and its connection released) when
         the policy retries its status."""
         reason = retry_reason(downstream.retry, request, response=response)
@@ -498,11 +498,11 @@ class OutboundTransport(httpx.AsyncBaseTransport):
 
     def _failed(
         self,
-        request: httpx.Request,
+        request: httpx2.Request,
         host: str,
         downstream: Downstream,
         permit: Permit | None,
-        exc: httpx.TransportError,
+        exc: httpx2.TransportError,
         span: trace.Span,
         started: float,
         attempt: int,
@@ -513,7 +513,7 @@ class OutboundTransport(httpx.AsyncBaseTransport):
         outcome = type(exc).__name__
         if permit is None:
             pass  # already recorded by the caller
-        elif isinstance(exc, httpx.PoolTimeout):
+        elif isinstance(exc, httpx2.PoolTimeout):
             downstream.breaker.release(permit)  # our pool, not the downstream, is exhausted
         else:
             downstream.breaker.record(permit, failure=True)
@@ -528,8 +528,8 @@ class OutboundTransport(httpx.AsyncBaseTransport):
             duration_ms=round(duration * 1000, 2),
             attempt=attempt,
         )
-        if isinstance(exc, httpx.PoolTimeout):
-            raise httpx.PoolTimeout(
+        if isinstance(exc, httpx2.PoolTimeout):
+            raise httpx2.PoolTimeout(
                 f"No connection to {host} became free within the pool timeout: all "
                 "max_connections are busy. Raise HTTP__MAX_CONNECTIONS or lower concurrency.",
                 request=request,
