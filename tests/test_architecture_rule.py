@@ -1,5 +1,6 @@
-"""The seed's Architecture Rule is enforced by lint: a route that builds its own httpx client
-fails `make lint` in a render, with a message that points to the shared client."""
+"""The seed's Architecture Rule is enforced by lint: a route that builds its own HTTP client
+(httpx2's, httpx's or aiohttp's) fails `make lint` in a render, with a message that points to the
+shared client."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from tests.support import render, run
 ROGUE_ROUTE = '''\
 """A route that ignores the shared client: the anti-pattern the seed warns about."""
 
-import httpx
+import httpx2
 from fastapi import APIRouter
 
 router = APIRouter()
@@ -21,7 +22,7 @@ router = APIRouter()
 
 @router.get("/rogue")
 async def rogue() -> dict[str, int]:
-    async with httpx.AsyncClient() as client:
+    async with httpx2.AsyncClient() as client:
         response = await client.get("http://users-api:8000/users/1")
     return {"status": response.status_code}
 '''
@@ -29,7 +30,7 @@ async def rogue() -> dict[str, int]:
 SYNC_ROGUE = '''\
 """Same anti-pattern, sync client, imported by name."""
 
-from httpx import Client
+from httpx2 import Client
 
 
 def fetch() -> int:
@@ -61,8 +62,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     ("source", "banned"),
     [
-        (ROGUE_ROUTE, "httpx.AsyncClient"),
-        (SYNC_ROGUE, "httpx.Client"),
+        (ROGUE_ROUTE, "httpx2.AsyncClient"),
+        (SYNC_ROGUE, "httpx2.Client"),
+        # Code that still imports httpx (httpx2.alias_httpx() makes it httpx2) is held to it too.
+        (ROGUE_ROUTE.replace("httpx2", "httpx"), "httpx.AsyncClient"),
+        (SYNC_ROGUE.replace("httpx2", "httpx"), "httpx.Client"),
         (AIOHTTP_ROGUE, "aiohttp.ClientSession"),
     ],
 )
@@ -84,8 +88,8 @@ def test_own_client_fails_lint(project: Path, source: str, banned: str) -> None:
 
 def test_client_module_is_the_one_exception(project: Path) -> None:
     source = (project / "src/my_service/core/http_client.py").read_text()
-    # It names the banned classes (the shared client subclasses httpx.AsyncClient, the pool
+    # It names the banned classes (the shared client subclasses httpx2.AsyncClient, the pool
     # builds an aiohttp.ClientSession), and lint passes there.
-    assert "(httpx.AsyncClient)" in source
+    assert "(httpx2.AsyncClient)" in source
     assert "aiohttp.ClientSession(" in source
     run(["make", "lint"], cwd=project)

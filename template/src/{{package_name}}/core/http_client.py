@@ -4,13 +4,13 @@ Clients are made once per process. Each ``httpx2.AsyncClient`` owns a connection
 request means no connection reuse, a TCP (and TLS) handshake per call, and leaked sockets under
 load. The FastAPI lifespan builds the client once, keeps it on ``app.state`` and closes it on
 shutdown. Routes receive it with ``Depends(get_http_client)``, or the ``SharedHttpClient`` alias.
-Ruff's banned-api rule (TID251) rejects ``httpx2.AsyncClient``/``httpx2.Client`` and
-``aiohttp.ClientSession`` anywhere else.
+Ruff's banned-api rule (TID251) rejects ``httpx2.AsyncClient``/``httpx2.Client`` (and httpx's)
+and ``aiohttp.ClientSession`` anywhere else.
 
-Callers always get the httpx API. Underneath, ``http.transport`` chooses the connection pool:
-``aiohttp`` (the default: ``AiohttpTransport`` below, about 3x the throughput of httpx's own pool,
-see the template's docs/performance.md) or ``httpx`` (httpcore's pool, which respx mocks in the
-unit tests).
+Callers always get the httpx API, from httpx2 (the maintained line of httpx). Underneath,
+``http.transport`` chooses the connection pool: ``aiohttp`` (the default: ``AiohttpTransport``
+below, about 3x the throughput of the httpx pool, see the template's docs/performance.md) or
+``httpx`` (httpx2's own pool, httpcore2, which respx mocks in the unit tests).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ _NO_ROUNDING = 1e9
 
 @contextlib.contextmanager
 def _httpx_errors(request: httpx2.Request) -> Iterator[None]:
-    """Raise aiohttp's errors as the httpx errors that the retry rules and the breaker know.
+    """Raise aiohttp's errors as the httpx2 errors that the retry rules and the breaker know.
 
     The mapping keeps the distinction that matters for retries: ``ConnectError`` and
     ``ConnectTimeout`` mean nothing was sent (safe to resend any method); everything after the
@@ -114,9 +114,9 @@ class PoolUsage:
 
 
 class AiohttpTransport(httpx2.AsyncBaseTransport):
-    """httpx's transport interface over an aiohttp connection pool.
+    """httpx2's transport interface over an aiohttp connection pool.
 
-    Behaves as httpx's pooled transport where the outbound chain relies on it: at most
+    Behaves as httpx2's pooled transport where the outbound chain relies on it: at most
     ``max_connections`` requests in flight (a caller that waits longer than the pool timeout for
     one gets ``httpx2.PoolTimeout``), the connect and read timeouts of each request (which the
     outbound transport clips to the call's deadline), httpx's exception classes, and bodies
@@ -129,7 +129,8 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
 
     def __init__(self, http: HttpClientSettings) -> None:
         self._settings = http
-        # The same CA bundle as httpx's own transport (certifi), whatever the base image has.
+        # The same trust store as httpx2's own transport: the system's CA certificates (or
+        # SSL_CERT_FILE / SSL_CERT_DIR), as httpcore2's default context reads them.
         self._ssl: ssl.SSLContext = httpx2.create_ssl_context()
         self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(http.max_connections)

@@ -29,7 +29,7 @@ from .redact import redact_text
 from .settings import PlatformSettings
 
 # Libraries that log one INFO line per request: ours already says it, with redaction.
-_QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "uvicorn.access")
+_QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2", "uvicorn.access")
 
 
 def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
