@@ -337,9 +337,10 @@ def _plan_line(r: dict[str, Any]) -> str:
     extra = f" in {', '.join(r['conflicts'])}" if r["conflicts"] else ""
     migrations = f"; migrations: {len(r['migrations'])}" if r["migrations"] else ""
     answers = f" with {describe_data(r['data'])}" if r["data"] else ""
+    notes = "".join(f"\n  {note}" for note in r.get("migration_notes", []))
     return (
         f"{r['path']}: {r['template_version']} -> {r['target']}{answers}: "
-        f"{r['outcome']}{extra}{migrations}"
+        f"{r['outcome']}{extra}{migrations}{notes}"
     )
 
 

@@ -29,6 +29,9 @@ from fleet.template import Template, answers_key, redirect_output
 
 TemplateFor = Callable[[str], Template]
 CONFLICT_MARKER = re.compile(rb"^(<{7}|={7}|>{7})( |$)", re.MULTILINE)
+# What the template's migrations say they did ("migration 0.3.0 (...): src/x.py: httpx ->
+# httpx2"): the plan shows it under the service's line.
+MIGRATION_NOTE = re.compile(r"^migration \S+ .*$", re.MULTILINE)
 
 
 def apply_update(path: Path, ref: str, data: Mapping[str, str] | None = None) -> str:
@@ -106,6 +109,7 @@ def empty_result(path: Path) -> dict[str, Any]:
         "outcome": "error",
         "conflicts": [],
         "migrations": [],
+        "migration_notes": [],
         "changed": [],
         "data": {},
         "error": None,
@@ -194,10 +198,11 @@ def _trial(path: Path, ref: str, data: Mapping[str, str]) -> dict[str, Any]:
     try:
         clone = scratch / path.name
         git(scratch, "clone", "--quiet", "--shared", str(path), str(clone))
-        apply_update(clone, ref, data)
+        output = apply_update(clone, ref, data)
         changed = git(clone, "status", "--porcelain", "-z", "--untracked-files=all")
         return {
             "conflicts": conflicts(clone),
+            "migration_notes": MIGRATION_NOTE.findall(output),
             "changed": sorted(e[3:] for e in changed.split("\0") if e),
             "error": None,
         }

@@ -55,12 +55,12 @@ _MIGRATIONS = {
     "1.1.0": """\
 _migrations:
   - version: "1.1.0"
-    command: ["{{ _copier_python }}", "-c", "print('1.1.0 migration')"]
+    command: ["{{ _copier_python }}", "-c", "print('migration 1.1.0: did its work')"]
     when: "{{ _stage == 'before' }}"
 """,
     "2.0.0": """\
   - version: "2.0.0"
-    command: ["{{ _copier_python }}", "-c", "print('2.0.0 migration')"]
+    command: ["{{ _copier_python }}", "-c", "print('migration 2.0.0: did its work')"]
     when: "{{ _stage == 'after' }}"
 """,
 }

@@ -306,6 +306,11 @@ def test_plan_is_exact_for_every_service(
     assert [m["version"] for m in versions["1.0.0"]] == ["1.1.0", "2.0.0"]
     assert [m["version"] for m in versions["1.1.0"]] == ["2.0.0"]
     assert versions[LATEST] == []
+    # What the migrations said they did, as the trial update ran them (`fleet plan` prints it
+    # under the service's line).
+    notes = {t.version: plan[t.path]["migration_notes"] for t in fleet if t.kind == "untouched"}
+    assert notes["1.0.0"] == ["migration 1.1.0: did its work", "migration 2.0.0: did its work"]
+    assert notes["1.1.0"] == ["migration 2.0.0: did its work"]
     # Planning changed nothing.
     assert all(git(t.path, "status", "--porcelain") == "" for t in fleet if not t.error)
 
@@ -388,7 +393,7 @@ def _check_branch(truth: Truth, result: dict[str, Any], records: Path) -> None:
     body = Path(result["pr_body"]).read_text()
     assert "### 2.0.0 - 2020-05-01" in body and "`policy` is now `strict`" in body
     assert "## Diff stat" in body and ".copier-answers.yml" in body
-    assert "2.0.0: `{{ _copier_python }} -c print('2.0.0 migration')`" in body
+    assert "2.0.0: `{{ _copier_python }} -c print('migration 2.0.0: did its work')`" in body
     if result["outcome"] == "conflicts":
         assert "`pyproject.toml`" in body
     if result["outcome"] == "failed":

@@ -88,7 +88,10 @@ def test_it_is_idempotent() -> None:
 def test_httpcore_moves_too_and_an_unrelated_file_is_left_alone() -> None:
     source = "from httpcore import AsyncConnectionPool\nimport httpcore\n\nx = httpcore.URL\n"
     moved, _ = codemod.convert(source, 100)
-    assert moved == "from httpcore2 import AsyncConnectionPool\nimport httpcore2\n\nx = httpcore2.URL\n"
+    assert (
+        moved
+        == "from httpcore2 import AsyncConnectionPool\nimport httpcore2\n\nx = httpcore2.URL\n"
+    )
     unrelated = '"""Uses respx and pytest_httpx., not the module."""\nimport respx\n'
     assert codemod.convert(unrelated, 100) == (unrelated, False)
 

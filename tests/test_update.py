@@ -27,6 +27,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,21 @@ COPIER_BIN = str(Path(sys.executable).with_name("copier"))
 PACKAGE = "my_service"
 # The release that asked python_version first (its migration keeps older services on 3.11).
 PYTHON_QUESTION_ADDED = "0.3.0"
+
+
+def _load_codemod() -> Any:
+    import importlib.util
+
+    path = REPO_ROOT / "hooks/migrations/v0_3_0_httpx2.py"
+    spec = importlib.util.spec_from_file_location("v0_3_0_httpx2", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+HTTPX2_CODEMOD = _load_codemod()
 
 
 @dataclass(frozen=True)
@@ -225,7 +241,7 @@ def _differences(actual: Path, expected: Path, before: dict[str, bytes] | None =
         ownership = parse_ownership(before[MAP_FILE].decode())
         right.update(
             {
-                path: text
+                path: _moved_to_httpx2(path, text)
                 for path, text in before.items()
                 if ownership.owners(path) == ["team_owned"]
             }
@@ -238,6 +254,14 @@ def _differences(actual: Path, expected: Path, before: dict[str, bytes] | None =
         if left[path] != right[path] and path != "uv.lock"
     ]
     return found
+
+
+def _moved_to_httpx2(path: str, text: bytes) -> bytes:
+    """A team-owned file as the update leaves it: as it was, but a Python source moved to
+    httpx2 by 0.3.0's migration (a no-op for one that is already there)."""
+    if not path.endswith(".py"):
+        return text
+    return HTTPX2_CODEMOD.convert(text.decode(), 100)[0].encode()
 
 
 def _passes_its_own_checks(project: Path) -> str:
@@ -1322,3 +1346,139 @@ def test_0_1_0_customized_service_passes_its_checks_once_resolved_as_documented(
     git(project, "add", "--all")
     assert conflict_markers(project) == []
     _passes_its_own_checks(project)
+
+
+# --- 0.2.0 with the team's code on httpx, to httpx2 (0.3.0's migration) ------------------------
+
+V020 = "0.2.0"
+# A team client and its respx tests as a team wrote them on 0.2.0, against httpx: the module
+# constructs nothing (the shared client is injected), catches httpx's errors, and its tests hand
+# respx httpx's responses and errors, through respx's own fixture and respx.mock.
+ORDERS_ON_HTTPX = '''"""The team's orders client, written on 0.2.0 against httpx."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import APIRouter, HTTPException
+
+from .core.http_client import SharedHttpClient
+
+router = APIRouter()
+ORDERS_URL = "http://orders.test"
+
+
+async def count_orders(client: httpx.AsyncClient) -> int:
+    """The number of orders, or an HTTPException that says which way the call failed."""
+    try:
+        response = await client.get(f"{ORDERS_URL}/orders/count")
+        response.raise_for_status()
+    except httpx.HTTPStatusError as exc:
+        raise HTTPException(502, "the orders service failed") from exc
+    except httpx.TransportError as exc:
+        raise HTTPException(503, "the orders service is unreachable") from exc
+    count: int = response.json()["count"]
+    return count
+
+
+@router.get("/orders/count")
+async def orders_count(http: SharedHttpClient) -> dict[str, int]:
+    return {"count": await count_orders(http)}
+'''
+ORDERS_TESTS_ON_HTTPX = '''"""The team's tests of its orders client, on 0.2.0 and httpx."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import respx
+from fastapi import HTTPException
+
+from my_service.core.http_client import build_http_client
+from my_service.orders import ORDERS_URL, count_orders
+from my_service.settings import Settings
+
+
+async def test_orders_are_counted(respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.get(f"{ORDERS_URL}/orders/count")
+    route.mock(return_value=httpx.Response(200, json={"count": 3}))
+    async with build_http_client(Settings(_env_file=None)) as client:
+        assert await count_orders(client) == 3
+    assert route.calls.last.request.headers["traceparent"]
+
+
+@pytest.mark.parametrize(
+    ("failure", "status"),
+    [(httpx.Response(500), 502), (httpx.ConnectError("refused"), 503)],
+)
+async def test_a_failed_call_says_how(failure: httpx.Response | Exception, status: int) -> None:
+    with respx.mock(assert_all_mocked=True) as router:
+        route = router.get(f"{ORDERS_URL}/orders/count")
+        if isinstance(failure, httpx.Response):
+            route.return_value = failure
+        else:
+            route.side_effect = failure
+        async with build_http_client(Settings(_env_file=None)) as client:
+            with pytest.raises(HTTPException) as raised:
+                await count_orders(client)
+    assert raised.value.status_code == status
+'''
+
+
+def customize_on_httpx(project: Path) -> None:
+    package = project / "src" / PACKAGE
+    (package / "orders.py").write_text(ORDERS_ON_HTTPX)
+    (project / "tests/test_orders.py").write_text(ORDERS_TESTS_ON_HTTPX)
+    replace_once(
+        package / "service.py",
+        "from .users import router as users_router\n",
+        "from .orders import router as orders_router\nfrom .users import router as users_router\n",
+    )
+    replace_once(
+        package / "service.py",
+        "    app.include_router(users_router)\n",
+        "    app.include_router(users_router)\n    app.include_router(orders_router)\n",
+    )
+
+
+@pytest.fixture(scope="module")
+def from_0_2_0_on_httpx(
+    history: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
+) -> Updated:
+    repo, head = history
+    project = copy_project(repo, tmp_path_factory.mktemp("v020") / "svc", V020)
+    customize_on_httpx(project)
+    commit_all(project, "Our orders client and its tests, on httpx")
+    return _update_and_record(project, vcs_ref=head)
+
+
+@pytest.mark.xdist_group("httpx2")
+def test_0_2_0_team_code_on_httpx_moves_to_httpx2_without_conflicts(
+    from_0_2_0_on_httpx: Updated,
+) -> None:
+    project = from_0_2_0_on_httpx.project
+    updated = from_0_2_0_on_httpx
+    assert (updated.unmerged, updated.markers, updated.rejects) == ([], [], [])
+    orders = (project / "src" / PACKAGE / "orders.py").read_text()
+    assert orders == HTTPX2_CODEMOD.convert(ORDERS_ON_HTTPX, 100)[0]
+    assert "import httpx2\n" in orders and "except httpx2.HTTPStatusError" in orders
+    tests = (project / "tests/test_orders.py").read_text()
+    assert "httpx2.Response(200" in tests and "import httpx\n" not in tests
+    # The team-owned example client and its tests, rendered by 0.2.0, moved too.
+    for team_file in (f"src/{PACKAGE}/users.py", "tests/test_users.py"):
+        text = (project / team_file).read_text()
+        assert "import httpx2\n" in text and "import httpx\n" not in text, team_file
+    # httpx is no dependency of the service any more; httpx2 is.
+    declared = tomllib.loads((project / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=\[ ]", requirement, maxsplit=1)[0] for requirement in declared}
+    assert "httpx2" in names and "httpx" not in names, names
+
+
+@pytest.mark.xdist_group("httpx2")
+@pytest.mark.render
+def test_0_2_0_team_code_on_httpx_passes_lint_types_and_tests_after_the_update(
+    from_0_2_0_on_httpx: Updated,
+) -> None:
+    """No hand edits: the update (its migration included) leaves a service whose own checks
+    pass, the team's httpx code and respx tests now on httpx2."""
+    output = _passes_its_own_checks(from_0_2_0_on_httpx.project)
+    assert "tests/test_orders.py ..." in output, output
