@@ -151,7 +151,7 @@ def make_next_release(tree: Path, ownership: dict[str, list[str]], tool: Any) ->
     )
     pyproject = tree / "template/pyproject.toml.jinja"
     pyproject.write_text(
-        pyproject.read_text().replace('"uvicorn[standard]>=0.32",', '"uvicorn[standard]>=0.32.0",')
+        pyproject.read_text().replace('"uvicorn[standard]>=0.50",', '"uvicorn[standard]>=0.50.0",')
     )
     return changed
 
@@ -392,12 +392,18 @@ def customize_every_seam(project: Path) -> None:
         "    orders_service: OrdersServiceSettings = OrdersServiceSettings()\n",
     )
     service = package / "service.py"
+    # The orders module still says `import httpx`: the alias docs/upgrading.md gives, before
+    # the team's modules are imported, makes it httpx2 at run time too.
+    replace_once(
+        service, "from fastapi import FastAPI\n", "import httpx2\nfrom fastapi import FastAPI\n"
+    )
     replace_once(
         service,
-        "from .settings import Settings\n",
-        "from .greetings import router as greetings_router\n"
-        "from .orders import router as orders_router\n"
-        "from .settings import Settings\n",
+        "from .users import router as users_router\n",
+        "from .users import router as users_router\n\n"
+        "httpx2.alias_httpx()  # our modules still say `import httpx`\n\n"
+        "from .greetings import router as greetings_router  # noqa: E402\n"
+        "from .orders import router as orders_router  # noqa: E402\n",
     )
     replace_once(
         service,
@@ -447,7 +453,7 @@ def test_next_release_updates_a_customized_service_without_conflicts(
     missing = [path for path in changed if _marker_line(path).strip() not in after[path].decode()]
     assert changed and missing == []
     assert b"# A platform setting the next release adds" in after[".env.example"]
-    assert b'"uvicorn[standard]>=0.32.0",' in after["pyproject.toml"]
+    assert b'"uvicorn[standard]>=0.50.0",' in after["pyproject.toml"]
     # Every team edit is intact: team-owned files byte for byte, shared files with the edits.
     tool = _ownership_tool(project)
     ownership = tool.load_map(project)
@@ -471,4 +477,7 @@ def test_next_release_customized_service_passes_lint_types_and_tests(
     result = run(["make", "test"], cwd=project, env=RENDER_MAKE_ENV)
     assert "tests/test_orders.py .." in result.stdout, result.stdout
     assert re.search(r"\d+ passed", result.stdout), result.stdout
+    # Outside the tests too (the image has no httpx): the team's `import httpx` is httpx2.
+    aliased = "import sys, my_service.main; assert sys.modules['httpx'] is sys.modules['httpx2']"
+    run([str(project / ".venv/bin/python"), "-c", aliased], cwd=project)
     git(project, "status")  # the tree is readable after the update and the checks
