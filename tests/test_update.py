@@ -1367,7 +1367,7 @@ router = APIRouter()
 ORDERS_URL = "http://orders.test"
 
 
-async def count_orders(client: httpx.AsyncClient) -> int:
+async def count_orders(client: SharedHttpClient) -> int:
     """The number of orders, or an HTTPException that says which way the call failed."""
     try:
         response = await client.get(f"{ORDERS_URL}/orders/count")
@@ -1403,7 +1403,7 @@ async def test_orders_are_counted(respx_mock: respx.MockRouter) -> None:
     route.mock(return_value=httpx.Response(200, json={"count": 3}))
     async with build_http_client(Settings(_env_file=None)) as client:
         assert await count_orders(client) == 3
-    assert route.calls.last.request.headers["traceparent"]
+    assert route.calls.last.request.headers["user-agent"] == "my-service"
 
 
 @pytest.mark.parametrize(
@@ -1430,8 +1430,8 @@ def customize_on_httpx(project: Path) -> None:
     (project / "tests/test_orders.py").write_text(ORDERS_TESTS_ON_HTTPX)
     replace_once(
         package / "service.py",
-        "from .users import router as users_router\n",
-        "from .orders import router as orders_router\nfrom .users import router as users_router\n",
+        "from .settings import Settings\n",
+        "from .orders import router as orders_router\nfrom .settings import Settings\n",
     )
     replace_once(
         package / "service.py",
