@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 
-import httpx
+import httpx2
 
 from .errors import DownstreamError, DownstreamNotFound, DownstreamTimeout, DownstreamUnavailable
 
@@ -32,16 +32,16 @@ def downstream_errors(name: str) -> Iterator[None]:
     the error and the logs."""
     try:
         yield
-    except httpx.PoolTimeout as exc:  # before TimeoutException: it is one
+    except httpx2.PoolTimeout as exc:  # before TimeoutException: it is one
         raise DownstreamUnavailable(name, str(exc) or "no free connection") from exc
-    except httpx.TimeoutException as exc:
+    except httpx2.TimeoutException as exc:
         raise DownstreamTimeout(name, "timed out") from exc
-    except httpx.TransportError as exc:
+    except httpx2.TransportError as exc:
         raise DownstreamError(name, f"unreachable ({type(exc).__name__})") from exc
 
 
 def raise_for_downstream_status(
-    response: httpx.Response,
+    response: httpx2.Response,
     name: str,
     *,
     ok: Collection[int] = (200,),
@@ -52,6 +52,6 @@ def raise_for_downstream_status(
     status = response.status_code
     if status in ok:
         return
-    if status == httpx.codes.NOT_FOUND and not_found is not None:
+    if status == httpx2.codes.NOT_FOUND and not_found is not None:
         raise DownstreamNotFound(name, f"{not_found} does not exist")
     raise DownstreamError(name, f"answered {status}")
