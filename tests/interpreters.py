@@ -10,7 +10,10 @@ Where an interpreter is looked for, first found wins:
 1. ``TEMPLATE_TEST_PYTHON_3_13`` (one variable per version, dots as underscores): a path;
 2. ``python3.13`` on PATH, if it really runs 3.13 (a pyenv shim for a version that is not
    activated does not);
-3. pyenv's versions folder (``$PYENV_ROOT``, else ``~/.pyenv``): the newest ``3.13.*`` there.
+3. pyenv's versions folder (``$PYENV_ROOT``, else ``~/.pyenv``): the newest ``3.13.*`` there;
+4. the Debian trees that ``tests/docker/rootfs.sh`` builds (``make test`` runs it first) in
+   ``$TEMPLATE_ROOTFS_CACHE``, else ``/var/cache/fastapi-template``: their ``usr/host-bin``
+   entry points run Debian's own interpreters on this host (forky's 3.14 and 3.15).
 """
 
 from __future__ import annotations
@@ -74,6 +77,11 @@ def _pyenv_candidates(version: str) -> list[Path]:
     return [folder / "bin" / f"python{version}" for folder in folders]
 
 
+def _debian_candidates(version: str) -> list[Path]:
+    cache = Path(os.environ.get("TEMPLATE_ROOTFS_CACHE") or "/var/cache/fastapi-template")
+    return sorted(cache.glob(f"debian-*/usr/host-bin/python{version}"))
+
+
 def find_interpreter(version: str) -> Path | None:
     """The interpreter for ``version`` on this machine (see the module docstring), or None."""
     override = os.environ.get(override_variable(version))
@@ -84,7 +92,11 @@ def find_interpreter(version: str) -> Path | None:
             )
         return Path(override)
     on_path = shutil.which(f"python{version}")
-    candidates = ([Path(on_path)] if on_path else []) + _pyenv_candidates(version)
+    candidates = [
+        *([Path(on_path)] if on_path else []),
+        *_pyenv_candidates(version),
+        *_debian_candidates(version),
+    ]
     return next((path for path in candidates if runs_version(path, version)), None)
 
 
@@ -103,9 +115,11 @@ def missing_message(versions: list[str]) -> str:
     listed = ", ".join(versions)
     variables = ", ".join(override_variable(version) for version in versions)
     return (
-        f"No Python {listed} found for the template tests (looked for pythonX.Y on PATH and in "
-        f"pyenv's versions folder). Install them (for example `pyenv install {versions[0]}`) "
-        f"or name them with {variables}."
+        f"No Python {listed} found for the template tests (looked for pythonX.Y on PATH, in "
+        "pyenv's versions folder and in the Debian trees of tests/docker/rootfs.sh). Build the "
+        "Debian tree (`bash tests/docker/rootfs.sh` as root: forky's 3.14 and 3.15; `make test` "
+        f"runs it), install them (for example `pyenv install {versions[0]}`) or name them with "
+        f"{variables}."
     )
 
 

@@ -13,12 +13,14 @@
 #   2. starts dockerd in the background if no engine answers, and checks that
 #      bridge networking really works (a published port reached from the host,
 #      two containers on a user-defined network reaching each other by name),
-#   3. builds the base image locally, once, with debootstrap + `docker import`
+#   3. builds the base image locally, once, with `docker import` of the
+#      Debian tree that tests/docker/rootfs.sh debootstraps (and caches)
 #      instead of pulling it (Debian minbase + python3 + python3-venv
-#      + ca-certificates, trusting this host's CA bundle), and reuses it by tag
-#      on later runs. The Debian release is the one whose python3 is the
-#      template's default python_version (copier.yml): trixie, Python 3.13.
-#      tests/test_e2e.py checks that the image's python3 is that version.
+#      + ca-certificates, trusting this host's CA bundle, and forky's
+#      python3.15 beside), and reuses it by tag on later runs. The Debian
+#      release is the one whose python3 is the template's default
+#      python_version (copier.yml): forky, Python 3.14. tests/test_e2e.py
+#      checks that the image's python3 is that version.
 # It is idempotent: a second run finds the engine and the image and only
 # prints the environment.
 #
@@ -49,14 +51,12 @@
 #     -h, --help    show this header
 #
 # Environment (all optional):
-#     DEBIAN_SUITE          Debian release of the base image (default trixie,
-#                           whose python3 is 3.13; bookworm gives 3.11)
+#     DEBIAN_SUITE          Debian release of the base image (default forky,
+#                           whose python3 is 3.14; trixie gives 3.13)
 #     BASE_IMAGE            image tag (default fastapi-template-base:$DEBIAN_SUITE)
-#     DEBIAN_MIRROR         mirror for debootstrap (default: the first entry of
-#                           apt's own sources for that release, else for this
-#                           host's release, else deb.debian.org)
-#     SSL_CERT_FILE         CA bundle copied into the image
-#                           (default /etc/ssl/certs/ca-certificates.crt)
+#     DEBIAN_MIRROR, SSL_CERT_FILE, TEMPLATE_ROOTFS_CACHE
+#                           how the tree is built and where it is kept
+#                           (tests/docker/rootfs.sh --help)
 #     DOCKERD_LOG           dockerd log file (default /var/log/dockerd-tests.log)
 #     DOCKERD_EXTRA_ARGS    extra dockerd flags, e.g. "--storage-driver vfs"
 #     ENGINE_WAIT_SECONDS   how long to wait for dockerd to answer (default 60)
@@ -108,13 +108,13 @@ fi
 
 set -Eeuo pipefail
 
-SUITE="${DEBIAN_SUITE:-trixie}"
+SUITE="${DEBIAN_SUITE:-forky}"
 BASE_IMAGE="${BASE_IMAGE:-fastapi-template-base:$SUITE}"
 # Bump when the recipe of the base image changes: an image with another
 # recipe label is rebuilt instead of reused.
-BASE_RECIPE=1
+BASE_RECIPE=2
 RECIPE_LABEL=org.fastapi-template.base-recipe
-CA_BUNDLE="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
 IMAGE_CA=/etc/ssl/certs/ca-certificates.crt
 DOCKERD_LOG="${DOCKERD_LOG:-/var/log/dockerd-tests.log}"
 ENGINE_WAIT_SECONDS="${ENGINE_WAIT_SECONDS:-60}"
@@ -271,44 +271,6 @@ fi
 # 3. Base image
 # ---------------------------------------------------------------------------
 
-# Prints the first URI of an entry for suite $1 in apt's own sources.
-apt_mirror() {
-    local f suite="$1"
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [[ -r "$f" ]] || continue
-        # deb822: blank-line separated stanzas of "Key: value" fields.
-        awk -v suite="$suite" '
-            BEGIN { RS = ""; FS = "\n" }
-            {
-                types = ""; suites = ""; uris = ""; enabled = "yes"
-                for (i = 1; i <= NF; i++) {
-                    line = $i
-                    if (line ~ /^[ \t]*#/) continue
-                    key = tolower(line); sub(/:.*/, "", key)
-                    val = line; sub(/^[^:]*:[ \t]*/, "", val)
-                    if (key == "types") types = val
-                    else if (key == "suites") suites = val
-                    else if (key == "uris") uris = val
-                    else if (key == "enabled") enabled = tolower(val)
-                }
-                if (enabled == "no" || (" " types " ") !~ / deb /) next
-                if ((" " suites " ") !~ (" " suite " ")) next
-                split(uris, u, /[ \t]+/)
-                if (u[1] != "") { print u[1]; exit }
-            }' "$f"
-    done
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [[ -r "$f" ]] || continue
-        # deb [options] URI suite components...
-        awk -v suite="$suite" '
-            $1 == "deb" {
-                i = 2
-                if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
-                if ($(i + 1) == suite) { print $i; exit }
-            }' "$f"
-    done
-}
-
 image_ok() {
     local recipe
     recipe="$(docker image inspect --format "{{ index .Config.Labels \"$RECIPE_LABEL\" }}" \
@@ -316,73 +278,17 @@ image_ok() {
     [[ "$recipe" == "$BASE_RECIPE" ]]
 }
 
-# Writes the certificates of $1 that are missing from $2 into directory $3,
-# one file each, so that update-ca-certificates in the image keeps them.
-extra_certs() {
-    awk -v outdir="$3" '
-        /-----BEGIN CERTIFICATE-----/ { inblk = 1; blk = "" }
-        inblk { blk = blk $0 "\n"; key = key $0 }
-        /-----END CERTIFICATE-----/ {
-            inblk = 0
-            if (FNR == NR) { known[key] = 1 }
-            else if (!(key in known)) {
-                n++; f = sprintf("%s/host-ca-%03d.crt", outdir, n)
-                printf "%s", blk > f; close(f)
-            }
-            key = ""
-        }' "$2" "$1"
-}
-
 build_base_image() {
-    need_root "building the base image (debootstrap)"
-    [[ -r "$CA_BUNDLE" ]] || die "CA bundle not readable: $CA_BUNDLE (set SSL_CERT_FILE)"
-    local mirror="${DEBIAN_MIRROR:-}"
-    [[ -n "$mirror" ]] || mirror="$(apt_mirror "$SUITE" | head -n 1)"
-    # A Debian mirror serves every release: the one this host installs its own from will do.
-    local host_suite
-    host_suite="$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")" || true
-    if [[ -z "$mirror" && -n "$host_suite" ]]; then
-        mirror="$(apt_mirror "$host_suite" | head -n 1)"
-    fi
-    [[ -n "$mirror" ]] || mirror=http://deb.debian.org/debian
-    local rootfs="$WORK/rootfs"
-    mkdir -p "$rootfs"
-
-    log "building $BASE_IMAGE: debootstrap $SUITE from $mirror (about a minute)"
-    local started=$SECONDS
-    if ! debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
-            "$SUITE" "$rootfs" "$mirror" >"$WORK/debootstrap.log" 2>&1; then
-        tail -n 20 "$WORK/debootstrap.log" >&2
-        if [[ -r "$rootfs/debootstrap/debootstrap.log" ]]; then
-            tail -n 20 "$rootfs/debootstrap/debootstrap.log" >&2
-        fi
-        die "debootstrap failed (mirror $mirror; override with DEBIAN_MIRROR=...)"
-    fi
-
-    # Trust this host's CAs (e.g. a TLS-intercepting proxy's) inside the image:
-    # the extra ones go to /usr/local/share/ca-certificates, so that a later
-    # update-ca-certificates in a derived image keeps them, and the bundle
-    # itself is the host's.
-    mkdir -p "$rootfs/usr/local/share/ca-certificates"
-    extra_certs "$CA_BUNDLE" "$rootfs$IMAGE_CA" "$rootfs/usr/local/share/ca-certificates"
-    chroot "$rootfs" update-ca-certificates >/dev/null 2>&1 \
-        || log "warning: update-ca-certificates failed in the image; copying the bundle only"
-    install -m 0644 "$CA_BUNDLE" "$rootfs$IMAGE_CA"
-
-    # Keep it small, and keep this host's identity out of it (the engine
-    # mounts its own /etc/hostname, /etc/hosts and /etc/resolv.conf).
-    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin \
-        "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/*.log "$rootfs"/var/log/apt/* \
-        "$rootfs"/var/cache/debconf/*-old "$rootfs"/usr/share/doc/* \
-        "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/tmp/* \
-        "$rootfs"/root/.cache
-    : >"$rootfs/etc/resolv.conf"
-    echo localhost >"$rootfs/etc/hostname"
-    [[ -x "$rootfs/usr/bin/python3" ]] || die "the image has no /usr/bin/python3"
+    # The tree tests/docker/rootfs.sh builds once (and the template tests run
+    # its Pythons on this host): imported as it is, without the host's entry
+    # points (usr/host-bin).
+    local rootfs started=$SECONDS
+    rootfs="$(DEBIAN_SUITE="$SUITE" bash "$HERE/rootfs.sh")" || die "the Debian $SUITE tree could not be built (tests/docker/rootfs.sh, above)"
+    log "building $BASE_IMAGE from $rootfs"
 
     local old_id
     old_id="$(docker image inspect --format '{{.Id}}' "$BASE_IMAGE" 2>/dev/null || true)"
-    tar --numeric-owner -C "$rootfs" -cf - . | docker import \
+    tar --numeric-owner --exclude=./usr/host-bin -C "$rootfs" -cf - . | docker import \
         --change "LABEL $RECIPE_LABEL=$BASE_RECIPE" \
         --change "ENV LANG=C.UTF-8" \
         --change "ENV SSL_CERT_FILE=$IMAGE_CA" \
