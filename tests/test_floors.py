@@ -1,6 +1,7 @@
 """The render's dependency floors hold: with every direct dependency at its lowest allowed version
 (uv's ``lowest-direct`` resolution), the default render passes its lint, its type check and its
-whole unit suite on the oldest and the newest ``python_version``.
+whole unit suite on the oldest and the newest ``python_version``, and on each one from which the
+floors change (newer Pythons need newer releases of the dependencies that ship wheels).
 
 The other render tests lock the highest versions, so without this test a floor is a promise that
 nothing checks: a service may lock any version at or above it. The whole suite runs in one
@@ -11,6 +12,7 @@ How to find the first version that passes when a floor fails: docs/releasing.md.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from collections.abc import Callable
@@ -22,12 +24,28 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from tests.interpreters import PYTHON_VERSIONS, reported_version
-from tests.support import pytest_summary, render, run
+from tests.support import REPO_ROOT, pytest_summary, render, run
 
 pytestmark = pytest.mark.render
 
-# The oldest and the newest choice: the versions between them add time, and rarely a failure.
-FLOOR_PYTHONS = sorted({PYTHON_VERSIONS[0], PYTHON_VERSIONS[-1]}, key=Version)
+# Where a floor depends on the Python (`python.floor(python_version, {"3.11": ..., "3.14": ...})`
+# in the render's pyproject.toml, includes/python.jinja): each Python from which a set of floors
+# holds.
+PER_PYTHON_FLOOR = re.compile(r"python\.floor\(python_version, (\{[^}]*\})\)")
+
+
+def floor_sets_start() -> set[str]:
+    """The Pythons from which a per-Python floor changes (3.14 where 3.11-3.13 share one)."""
+    template = (REPO_ROOT / "template/pyproject.toml.jinja").read_text()
+    return {since for found in PER_PYTHON_FLOOR.findall(template) for since in json.loads(found)}
+
+
+# The oldest and the newest choice, and each Python whose floors differ from the one before it:
+# the versions that share their floors with an older one add time, and rarely a failure.
+FLOOR_PYTHONS = sorted(
+    {PYTHON_VERSIONS[0], PYTHON_VERSIONS[-1], *floor_sets_start()} & set(PYTHON_VERSIONS),
+    key=Version,
+)
 # Every uv call of the render's make targets (`uv sync`, `uv run`) resolves with it, so each one
 # keeps the lowest versions instead of locking the highest again.
 LOWEST = {"UV_RESOLUTION": "lowest-direct"}
