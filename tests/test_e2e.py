@@ -1,5 +1,6 @@
-"""The rendered project's end-to-end suite, run for real: the service image built from the
-render's Dockerfile on the local base image, a stub downstream container, real sockets.
+"""The rendered project's end-to-end suite, run for real on the default and the newest Python: the
+service image built from the render's Dockerfile on the local base image, a stub downstream
+container, real sockets.
 
 Locally without a Docker engine this skips with the reason; in CI (CI=true) or with
 E2E_REQUIRED=1 it runs, and the rendered suite itself fails rather than skips."""
@@ -11,8 +12,9 @@ import re
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
-from tests.interpreters import DEFAULT_PYTHON_VERSION, reported_version
+from tests.interpreters import DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS, reported_version
 from tests.support import pytest_summary, render, run
 
 REQUIRED = os.environ.get("CI", "").lower() == "true" or os.environ.get("E2E_REQUIRED") == "1"
@@ -32,12 +34,19 @@ E2E_TESTS = [
 ]
 
 
+# The default Python, the base image's python3, and the newest, which the same Debian tree
+# carries beside it (tests/docker/rootfs.sh): a service on each runs in containers.
+E2E_PYTHONS = sorted({DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS[-1]}, key=Version)
+
+
 @pytest.mark.render
-def test_rendered_e2e_suite_passes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", E2E_PYTHONS)
+def test_rendered_e2e_suite_passes(tmp_path: Path, version: str) -> None:
     if not os.environ.get("BASE_IMAGE") and not REQUIRED:
         pytest.skip("no Docker engine prepared (run through `make test`, which sets BASE_IMAGE)")
-    # The base image tests/docker/engine.sh built (a Debian release) has the default Python, so
-    # the image under test runs the version a new service gets.
+    # The base image tests/docker/engine.sh built (a Debian release) has the default Python as
+    # its python3, so the image under test runs the version a new service gets, and the newest
+    # beside it (the Dockerfile makes its venvs with pythonX.Y).
     in_base_image = ["docker", "run", "--rm", "--network", "none", os.environ["BASE_IMAGE"]]
     base_python = reported_version([*in_base_image, "python3"], tmp_path)
     assert base_python == DEFAULT_PYTHON_VERSION, (
@@ -45,7 +54,8 @@ def test_rendered_e2e_suite_passes(tmp_path: Path) -> None:
         f"{DEFAULT_PYTHON_VERSION}: build the base image from the Debian release that has it "
         "(DEBIAN_SUITE in tests/docker/engine.sh)"
     )
-    project = render(tmp_path / "service")
+    assert reported_version([*in_base_image, f"python{version}"], tmp_path) == version
+    project = render(tmp_path / "service", {"python_version": version})
     # A local secret in the build context: test f checks that the image does not carry it.
     (project / ".env").write_text("MY_SERVICE_LOG_LEVEL=INFO  # canary: must not reach the image\n")
     run(["make", "install"], cwd=project)
@@ -55,6 +65,8 @@ def test_rendered_e2e_suite_passes(tmp_path: Path) -> None:
     summary = pytest_summary(result.stdout)
     assert summary.startswith(f"{len(E2E_TESTS)} passed"), summary
     assert "skipped" not in summary, summary
+    if version != DEFAULT_PYTHON_VERSION:
+        return
     # A base image the engine cannot get (no registry here) fails with what to do instead of the
     # Docker SDK's traceback.
     with pytest.raises(AssertionError) as failed:
