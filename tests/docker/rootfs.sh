@@ -64,7 +64,7 @@ fi
 CACHE="${TEMPLATE_ROOTFS_CACHE:-/var/cache/fastapi-template}"
 ROOTFS="$CACHE/debian-$SUITE"
 # Bump when the recipe changes: a tree with another recipe is rebuilt.
-RECIPE="3 $SUITE python3 $PYTHONS"
+RECIPE="4 $SUITE python3 $PYTHONS"
 STAMP="$ROOTFS/usr/host-bin/recipe"
 CA_BUNDLE="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}"
 TREE_CA=/etc/ssl/certs/ca-certificates.crt
@@ -237,10 +237,11 @@ echo localhost >"$tree/etc/hostname"
 
 # The host's entry points: the tree's loader (a real file, not the absolute
 # /lib64 link a host would resolve to its own), the tree's libraries first and
-# only (--inhibit-cache: never this host's ld.so.cache), and argv0 kept so
-# that a venv's python finds its pyvenv.cfg. They live under usr/ so that
-# Python finds its standard library from them; they name the tree's final
-# path.
+# only (--inhibit-cache: never this host's ld.so.cache). Python finds its
+# standard library from its argv0, so that is the entry point itself (under
+# usr/), whatever link started it, except for a venv's python, which keeps
+# its own name to find its pyvenv.cfg (whose home is then this directory).
+# They name the tree's final path.
 loader="$(cd "$tree" && find usr/lib -maxdepth 2 -name 'ld-linux*.so.*' -type f | head -n 1)"
 [[ -n "$loader" ]] || die "no dynamic loader (ld-linux*.so.*) in the tree"
 libdir="$(dirname "$loader")"
@@ -252,18 +253,23 @@ for version in "${versions[@]}"; do
     cat >"$tree/usr/host-bin/python$version" <<EOF
 #!/bin/sh
 # Debian $SUITE's python$version, run on this host with $SUITE's loader and libraries.
+argv0="$ROOTFS/usr/host-bin/python$version"
+if [ -f "\${0%/*}/../pyvenv.cfg" ]; then argv0="\$0"; fi
 exec "$ROOTFS/$loader" --inhibit-cache --library-path "$ROOTFS/$libdir:$ROOTFS/usr/lib" \\
-    --argv0 "\$0" "$ROOTFS/usr/bin/python$version" "\$@"
+    --argv0 "\$argv0" "$ROOTFS/usr/bin/python$version" "\$@"
 EOF
     chmod 0755 "$tree/usr/host-bin/python$version"
 done
 
 rm -rf --one-file-system "$ROOTFS"
 mv "$tree" "$ROOTFS"
-# The check runs each entry point from the tree's final path, as the tests
-# will: the interpreter, its ssl against the CA bundle, and a venv.
+# The check runs each entry point from the tree's final path through a link
+# elsewhere, as the tests will: the interpreter, its ssl against the CA
+# bundle, and a venv's python.
+mkdir -p "$WORK/links"
 for version in "${versions[@]}"; do
-    "$ROOTFS/usr/host-bin/python$version" - "$version" "$WORK/venv-$version" <<'PY' >&2 \
+    ln -s "$ROOTFS/usr/host-bin/python$version" "$WORK/links/python$version"
+    "$WORK/links/python$version" - "$version" "$WORK/venv-$version" <<'PY' >&2 \
         || die "python$version of the Debian $SUITE tree does not run on this host"
 import ssl, subprocess, sys, venv
 assert "%d.%d" % sys.version_info[:2] == sys.argv[1], sys.version
