@@ -29,20 +29,20 @@ bootstrap: $(VENV)/.bootstrapped  ## Create .venv with uv, copier and pytest
 demo: bootstrap  ## Render a service, run it against a stub downstream, show correlated logs
 	$(BIN)/python -m tests.demo
 
-# Python 3.14 and 3.15 come from Debian forky: tests/docker/rootfs.sh debootstraps the tree once
-# (cached) and the tests run its interpreters (tests/interpreters.py); in CI its failure fails
-# the run, elsewhere the tests of those versions skip. The e2e tests need a Docker engine and a
-# base image that no registry has to serve: tests/docker/engine.sh provides both, the image from
-# the same tree. In CI (CI=true or E2E_REQUIRED=1) its failure fails the run; elsewhere the e2e
-# tests then skip, saying why.
+# The e2e tests need a Docker engine and a base image that no registry has to serve:
+# tests/docker/engine.sh provides both. In CI (CI=true or E2E_REQUIRED=1) its failure fails the
+# run; elsewhere the e2e tests then skip, saying why. Python 3.14 and 3.15 come from Debian
+# forky: tests/docker/rootfs.sh debootstraps the tree once (cached; engine.sh imports the image
+# from it, so a second call only finds it) and the tests run its interpreters
+# (tests/interpreters.py); in CI its failure fails the run, elsewhere those versions' tests skip.
 test: bootstrap  ## Run the template tests (renders every variant, runs its workflow and e2e suite)
-	@if ! bash tests/docker/rootfs.sh >/dev/null; then \
-	  if [ "$${CI:-}" = "true" ]; then echo "The Debian tree with Python 3.14 and 3.15 could not be built" >&2; exit 1; fi; \
-	  echo "No Debian tree: the tests of Python 3.14 and 3.15 will be skipped" >&2; fi; \
-	if env_out="$$(bash tests/docker/engine.sh)"; then eval "$$env_out"; \
+	@if env_out="$$(bash tests/docker/engine.sh)"; then eval "$$env_out"; \
 	elif [ "$${CI:-}" = "true" ] || [ "$${E2E_REQUIRED:-}" = "1" ]; then \
 	  echo "Docker engine setup failed, and the e2e tests are required here" >&2; exit 1; \
 	else echo "No Docker engine: the e2e tests will be skipped" >&2; fi; \
+	if ! bash tests/docker/rootfs.sh >/dev/null; then \
+	  if [ "$${CI:-}" = "true" ]; then echo "The Debian tree with Python 3.14 and 3.15 could not be built" >&2; exit 1; fi; \
+	  echo "No Debian tree: the tests of Python 3.14 and 3.15 will be skipped" >&2; fi; \
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: bootstrap  ## Lint the template repository's own Python (tests, hooks, fleet, tools)
