@@ -56,7 +56,13 @@ SITE_DIR ?= site
 docs: bootstrap  ## Build the documentation site into site/ (MkDocs, --strict)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir "$(SITE_DIR)"
 
+# The default render runs on Python 3.14, which tests/docker/rootfs.sh provides where the machine
+# has none (it is cached; as for `make test`).
+DEBIAN_PYTHONS_TREE = bash tests/docker/rootfs.sh >/dev/null \
+	|| echo "No Debian tree with Python 3.14 and 3.15 (tests/docker/rootfs.sh, as root): uv looks for them itself" >&2
+
 reference: bootstrap  ## Regenerate docs/reference/ from copier.yml and a default render
+	@$(DEBIAN_PYTHONS_TREE)
 	$(BIN)/python -m tools.docs_reference
 
 # `make bench` also installs matplotlib and py-spy into .venv, and wrk (Debian's package) when
@@ -67,6 +73,7 @@ $(VENV)/.bench-tools: $(VENV)/.bootstrapped bench/requirements.txt
 	touch $@
 
 bench: bootstrap $(VENV)/.bench-tools  ## Benchmark the rendered service against hand-written gateways (~9 min)
+	@$(DEBIAN_PYTHONS_TREE)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:  ## Remove the bootstrapped tools and caches
