@@ -31,6 +31,7 @@ import yarl
 from fastapi import Depends, FastAPI, Request
 from opentelemetry import trace
 
+from .decoding import ACCEPT_ENCODING
 from .settings import HttpClientSettings, PlatformSettings
 from .telemetry import NULL_OBSERVER, Observer
 from .transport import Downstreams, OutboundTransport
@@ -120,9 +121,10 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
     ``max_connections`` requests in flight (a caller that waits longer than the pool timeout for
     one gets ``httpx2.PoolTimeout``), the connect and read timeouts of each request (which the
     outbound transport clips to the call's deadline), httpx's exception classes, and bodies
-    left encoded for httpx to decode. Differences: HTTP/1.1 only; no write timeout (aiohttp has
-    none; request bodies here are small); idle connections are not capped separately
-    (``max_keepalive_connections``), they close after ``keepalive_expiry``.
+    left encoded for the outbound transport to decode (core/decoding.py). Differences:
+    HTTP/1.1 only; no write timeout (aiohttp has none; request bodies here are small); idle
+    connections are not capped separately (``max_keepalive_connections``), they close after
+    ``keepalive_expiry``.
 
     The aiohttp session is opened on the first request, inside the running event loop.
     """
@@ -162,7 +164,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
                 ssl=self._ssl,
             ),
             cookie_jar=aiohttp.DummyCookieJar(),  # httpx keeps cookies, not the pool
-            auto_decompress=False,  # httpx decodes Content-Encoding
+            auto_decompress=False,  # the outbound transport decodes, within a size limit
             trust_env=False,
             raise_for_status=False,
         )
@@ -373,7 +375,8 @@ def build_http_client(
     return _SharedClient(
         timeout=httpx2.Timeout(http.timeout, connect=http.connect_timeout),
         limits=limits,
-        headers={"User-Agent": http.user_agent},
+        # Only the encodings that core/decoding.py decodes within max_response_bytes.
+        headers={"User-Agent": http.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
         transport=OutboundTransport(
             inner,
             downstreams=Downstreams(

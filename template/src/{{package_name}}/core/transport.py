@@ -8,6 +8,8 @@ Per call it resolves the host's policy and deadline, then for each attempt:
 2. opens a CLIENT span and injects ``traceparent``/``tracestate`` (W3C Trace Context);
 3. sends through the pooled base transport, with timeouts clipped to the time left;
 4. classifies the outcome, records it in the breaker, writes one log line and reports metrics;
+   bounds the body (size, decoded size, deadline), and counts a body that fails as the
+   downstream's failure;
 5. decides on another attempt through ``retry`` (method safety, Retry-After, deadline, the
    host's retry budget), in a loop of its own that keeps out of stamina's instrumentation
    hooks but follows stamina's active and testing switches.
@@ -34,6 +36,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .breaker import BreakerPolicy, BreakerState, CircuitBreaker, Permit
+from .decoding import BoundedDecoder, UndecodableResponse, decoder_for
 from .redact import redact_url
 from .retry import (
     RETRY_EXTENSION,
@@ -66,10 +69,16 @@ class ResponseTooLarge(httpx2.RemoteProtocolError):
 
 
 class _BoundedBody(httpx2.AsyncByteStream):
-    """A response body that stops at a size limit and at the call's deadline.
+    """A response body that stops at a size limit and at the call's deadline, decodes its
+    ``Content-Encoding`` within the same limit, and reports how it ended.
 
     httpx2's read timeout bounds each read, not the whole body: a downstream that drips one byte
-    every few seconds, or streams without end, would hold the caller forever.
+    every few seconds, or streams without end, would hold the caller forever. The limit holds
+    for the bytes on the wire and, through ``BoundedDecoder``, for the decoded bytes: a
+    decompression bomb stops at the limit (``DecodedResponseTooLarge``).
+
+    A body that fails (too large, cut short, too slow, undecodable) is the downstream's failure,
+    even under a 200: ``_BodyEnd`` records it in the breaker and writes its log line.
 
     It keeps no reference to its response: the response holds it (through httpx2's client's
     stream wrapper, which keeps ``elapsed`` itself), so reference counting frees the response,
@@ -86,27 +95,96 @@ class _BoundedBody(httpx2.AsyncByteStream):
         limit: int,
         deadline: float,
         clock: Callable[[], float],
+        decoder: BoundedDecoder | None,
+        end: _BodyEnd,
     ) -> None:
         self._inner = inner
         self._request = request
         self._limit = limit
         self._deadline = deadline
         self._clock = clock
+        self._decoder = decoder
+        self._end: _BodyEnd | None = end
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         received = 0
-        async for chunk in self._inner:
-            received += len(chunk)
-            if received > self._limit:
-                msg = f"response body exceeds {self._limit} bytes"
-                raise ResponseTooLarge(msg, request=self._request)
-            if self._clock() > self._deadline:
-                msg = "the call's deadline passed while reading the response body"
-                raise httpx2.ReadTimeout(msg, request=self._request)
-            yield chunk
+        try:
+            async for chunk in self._inner:
+                received += len(chunk)
+                if received > self._limit:
+                    msg = f"response body exceeds {self._limit} bytes"
+                    raise ResponseTooLarge(msg, request=self._request)
+                self._check_deadline()
+                if self._decoder is None:
+                    yield chunk
+                    continue
+                for piece in self._decoder.feed(chunk):
+                    self._check_deadline()
+                    yield piece
+            if self._decoder is not None:
+                for piece in self._decoder.finish():
+                    yield piece
+        except httpx2.TransportError as exc:
+            self._ended(exc)
+            raise
+        except BaseException:
+            self._ended(None, abandoned=True)  # cancelled, or the caller stopped reading
+            raise
+        self._ended(None)
+
+    def _check_deadline(self) -> None:
+        if self._clock() > self._deadline:
+            msg = "the call's deadline passed while reading the response body"
+            raise httpx2.ReadTimeout(msg, request=self._request)
+
+    def _ended(self, error: httpx2.TransportError | None, *, abandoned: bool = False) -> None:
+        end, self._end = self._end, None
+        if end is not None:
+            end.report(error, abandoned=abandoned)
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        try:
+            await self._inner.aclose()
+        finally:
+            self._ended(None)  # closed unread or part-read by the caller: the downstream did well
+
+
+@dataclass(slots=True)
+class _BodyEnd:
+    """What the end of a response body reports to: the breaker's outcome of the attempt (when
+    its status was no failure, the outcome waits for the body), and for a body that failed, the
+    ``outbound.error`` line and the error as the attempt's outcome in metrics."""
+
+    request: httpx2.Request
+    host: str
+    breaker: CircuitBreaker
+    permit: Permit | None
+    observer: Observer
+    started: float
+    attempt: int
+    url: str
+
+    def report(self, error: httpx2.TransportError | None, *, abandoned: bool = False) -> None:
+        if self.permit is not None:
+            if abandoned:
+                self.breaker.release(self.permit)
+            else:
+                self.breaker.record(self.permit, failure=error is not None)
+        if error is None:
+            return
+        duration = time.perf_counter() - self.started
+        outcome = type(error).__name__
+        self.observer.outbound(self.host, self.request.method, outcome, duration)
+        log.warning(
+            "outbound.error",
+            method=self.request.method,
+            url=self.url,
+            host=self.host,
+            error=outcome,
+            duration_ms=round(duration * 1000, 2),
+            attempt=self.attempt,
+            phase="body",
+        )
 
 
 @dataclass(slots=True)
@@ -346,8 +424,24 @@ class OutboundTransport(httpx2.AsyncBaseTransport):
             await self._refuse_oversized(
                 response, request, host, downstream, permit, span, started, attempt, url
             )
-            self._bound_body(response, request, deadline, timeouts)
-            self._account(response, request, host, downstream, permit, span, duration, attempt, url)
+            # A failure status is the outcome now; any other waits for the body's end.
+            failed = downstream.breaker.policy.counts_as_failure(response.status_code)
+            end = _BodyEnd(
+                request,
+                host,
+                downstream.breaker,
+                None if failed else permit,
+                self._observer,
+                started,
+                attempt,
+                url,
+            )
+            await self._bound_body(
+                response, request, deadline, timeouts, end, downstream, permit, span
+            )
+            if failed:
+                downstream.breaker.record(permit, failure=True)
+            self._account(response, request, host, span, duration, attempt, url)
             return await self._returned_or_retryable(response, request, downstream)
 
     def _admit(
@@ -412,16 +506,29 @@ class OutboundTransport(httpx2.AsyncBaseTransport):
         error = ResponseTooLarge(msg, request=request)
         self._failed(request, host, downstream, None, error, span, started, attempt, url)
 
-    def _bound_body(
+    async def _bound_body(
         self,
         response: httpx2.Response,
         request: httpx2.Request,
         deadline: float,
         timeouts: dict[str, float | None],
+        end: _BodyEnd,
+        downstream: Downstream,
+        permit: Permit,
+        span: trace.Span,
     ) -> None:
-        """Make reading the body obey the size limit and a deadline: the call's, and at least
-        one read timeout after the headers."""
+        """Make reading the body obey the size limit, decoded too, and a deadline: the call's,
+        and at least one read timeout after the headers. A body in an encoding the client did
+        not accept fails the attempt here, unread."""
         assert isinstance(response.stream, httpx2.AsyncByteStream)  # noqa: S101 - async transport
+        try:
+            decoder = decoder_for(response, limit=self._max_response_bytes, request=request)
+        except UndecodableResponse as exc:
+            await response.aclose()
+            downstream.breaker.record(permit, failure=True)
+            self._failed(
+                request, end.host, downstream, None, exc, span, end.started, end.attempt, end.url
+            )
         read_timeout = timeouts.get("read")
         body_deadline = (
             deadline if read_timeout is None else max(deadline, self._clock() + read_timeout)
@@ -432,6 +539,8 @@ class OutboundTransport(httpx2.AsyncBaseTransport):
             limit=self._max_response_bytes,
             deadline=body_deadline,
             clock=self._clock,
+            decoder=decoder,
+            end=end,
         )
 
     def _account(
@@ -439,18 +548,13 @@ class OutboundTransport(httpx2.AsyncBaseTransport):
         response: httpx2.Response,
         request: httpx2.Request,
         host: str,
-        downstream: Downstream,
-        permit: Permit,
         span: trace.Span,
         duration: float,
         attempt: int,
         url: str,
     ) -> None:
-        """Record the answer: the breaker's outcome, the span's status, metrics, the log line."""
+        """Record the answer: the span's status, metrics, the log line."""
         status = response.status_code
-        downstream.breaker.record(
-            permit, failure=downstream.breaker.policy.counts_as_failure(status)
-        )
         span.set_attribute("http.response.status_code", status)
         if status >= 500:
             span.set_status(Status(StatusCode.ERROR))
@@ -521,8 +625,8 @@ class OutboundTransport(httpx2.AsyncBaseTransport):
                 request=request,
             ) from exc
         reason = (
-            None
-            if isinstance(exc, ResponseTooLarge)
+            None  # it would be the same again
+            if isinstance(exc, (ResponseTooLarge, UndecodableResponse))
             else retry_reason(downstream.retry, request, error=exc)
         )
         if reason is None:
