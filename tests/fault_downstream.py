@@ -1,20 +1,31 @@
 """A downstream that misbehaves on purpose, over a real socket on loopback.
 
 It speaks just enough HTTP/1.1 by hand to break it in the ways real downstreams do: never
-answer, reset mid-body, send malformed bytes, drip, send too much, send hostile Retry-After
-headers, flap. The fault suite (tests/test_faults.py) points a rendered service at it.
+answer, reset mid-body, send malformed bytes, drip, send too much, send a decompression bomb,
+send hostile Retry-After headers, flap. The fault suite (tests/test_faults.py) points a rendered
+service at it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import socket
 import struct
+import sys
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+import brotli
+
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:
+    from backports import zstd
 
 USER = b'{"id": 1, "name": "User 1"}'
 
@@ -24,14 +35,64 @@ def _response(status: str, body: bytes = b"", headers: tuple[str, ...] = ()) -> 
     return ("\r\n".join([*head, *headers]) + "\r\n\r\n").encode() + body
 
 
+_MIB = 1 << 20
+BOMB_SIZE = 1024 * _MIB
+"""What a bomb decodes to: 1 GiB, from about 1 MiB or less on the wire."""
+BOMB_ENCODINGS = ("gzip", "deflate", "br", "zstd")
+
+
+def _deflate_zeros(decoded: int) -> bytes:
+    """Raw deflate of ``decoded`` zero bytes (a multiple of 1 MiB): one compressed MiB, flushed
+    so that it depends on nothing before it, repeated. Seconds, where compressing 1 GiB takes
+    half a minute."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    segment = compressor.compress(bytes(_MIB)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    return segment * (decoded // _MIB) + compressor.flush(zlib.Z_FINISH)
+
+
+@functools.cache
+def bomb(encoding: str, decoded: int) -> bytes:
+    """A valid body in ``encoding`` (gzip, deflate, br or zstd) that decodes to ``decoded``
+    zero bytes (a multiple of 1 MiB), about 1 MiB or less on the wire for 1 GiB decoded."""
+    zero = bytes(_MIB)
+    if encoding in ("gzip", "deflate"):
+        check = zlib.crc32 if encoding == "gzip" else zlib.adler32
+        value = 0 if encoding == "gzip" else 1
+        for _ in range(decoded // _MIB):
+            value = check(zero, value)
+        raw = _deflate_zeros(decoded)
+        if encoding == "gzip":  # RFC 1952: header, deflate, CRC-32 and size
+            return (
+                b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+                + raw
+                + struct.pack("<II", value, decoded & 0xFFFFFFFF)
+            )
+        return b"\x78\xda" + raw + struct.pack(">I", value)  # RFC 1950: zlib around deflate
+    if encoding == "br":
+        compressor = brotli.Compressor(quality=1)
+        return b"".join(compressor.process(zero) for _ in range(decoded // _MIB)) + (
+            compressor.finish()
+        )
+    if encoding == "zstd":
+        zcompressor = zstd.ZstdCompressor(level=1)
+        return b"".join(zcompressor.compress(zero) for _ in range(decoded // _MIB)) + (
+            zcompressor.flush()
+        )
+    msg = f"no bomb for {encoding!r}; known: {', '.join(BOMB_ENCODINGS)}"
+    raise ValueError(msg)
+
+
 @dataclass
 class FaultDownstream:
-    """What the downstream does with each request (``mode``), and how many it received."""
+    """What the downstream does with each request (``mode``), and how many requests and
+    connections it received."""
 
     mode: str = "ok"
     retry_after: str = ""
     delay: float = 0.0
+    encoding: str = ""
     calls: int = 0
+    connections: int = 0
     port: int = 0
     _flap: Iterator[bool] = field(default_factory=lambda: itertools.cycle([True, False]))
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -40,11 +101,17 @@ class FaultDownstream:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def set(self, mode: str, *, retry_after: str = "", delay: float = 0.0) -> None:
+    def set(
+        self, mode: str, *, retry_after: str = "", delay: float = 0.0, encoding: str = ""
+    ) -> None:
+        """Answer from now on as ``mode`` says (``bomb`` sends ``bomb(encoding, 1 GiB)``)."""
         with self._lock:
-            self.mode, self.retry_after, self.delay, self.calls = mode, retry_after, delay, 0
+            self.mode, self.retry_after, self.delay = mode, retry_after, delay
+            self.encoding, self.calls, self.connections = encoding, 0, 0
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with self._lock:
+            self.connections += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -53,6 +120,8 @@ class FaultDownstream:
                 with self._lock:
                     self.calls += 1
                     mode, retry_after, delay = self.mode, self.retry_after, self.delay
+                    if mode == "bomb":
+                        mode = f"bomb:{self.encoding}"
                 if not await self._answer(mode, retry_after, delay, writer):
                     return
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
@@ -100,6 +169,11 @@ class FaultDownstream:
                 await asyncio.sleep(0.2)
         elif mode == "huge_declared":
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 52428800\r\n\r\n" + b"x" * 65536)
+        elif mode.startswith("bomb:"):
+            encoding = mode.removeprefix("bomb:")
+            writer.write(
+                _response("200 OK", bomb(encoding, BOMB_SIZE), (f"Content-Encoding: {encoding}",))
+            )
         elif mode == "huge_chunked":
             writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
             chunk = b"%x\r\n%s\r\n" % (65536, b"x" * 65536)

@@ -188,6 +188,16 @@ class RunningService:
         """How many file descriptors the service process holds open (Linux)."""
         return len(os.listdir(f"/proc/{self.process.pid}/fd"))
 
+    def memory(self, field: str) -> int:
+        """The service process's ``VmRSS`` (resident now) or ``VmHWM`` (the peak resident
+        size since it started) in bytes, from /proc (Linux)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name == field:
+                return int(value.split()[0]) * 1024  # reported in kB
+        msg = f"no {field} in /proc/{self.process.pid}/status"
+        raise LookupError(msg)
+
     def log_lines(self) -> list[dict[str, Any]]:
         import json
 

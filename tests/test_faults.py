@@ -20,7 +20,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fault_downstream import FaultDownstream, fault_downstream
+from tests.fault_downstream import (
+    BOMB_ENCODINGS,
+    BOMB_SIZE,
+    FaultDownstream,
+    bomb,
+    fault_downstream,
+)
 from tests.support import REPO_ROOT, RunningService, render, run, serve
 
 pytestmark = [pytest.mark.render, pytest.mark.xdist_group("faults")]
@@ -44,6 +50,20 @@ REPORT: dict[str, Any] = {"cases": {}}
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     project = render(tmp_path_factory.mktemp("faults") / "service")
     run(["make", "install"], cwd=project)
+    # br and zstd too, so that the service accepts every encoding the bombs use and must bound
+    # each (without them it accepts gzip and deflate only).
+    run(
+        [
+            str(REPO_ROOT / ".venv/bin/uv"),
+            "pip",
+            "install",
+            "--python",
+            str(project / ".venv/bin/python"),
+            "brotli>=1.2",
+            "backports.zstd>=1.0; python_version < '3.14'",
+        ],
+        cwd=project,
+    )
     yield project
     out = REPO_ROOT / ".cache/reliability.json"
     out.parent.mkdir(exist_ok=True)
@@ -125,6 +145,62 @@ def test_downstream_fault(
         "status": status,
         "downstream_calls": downstream.calls,
         "seconds": round(took, 2),
+    }
+
+
+MIB = 1024 * 1024
+BOMB_LIMIT = 4 * MIB  # http.max_response_bytes in the bomb cases: each bomb is smaller on the wire
+RSS_MARGIN = 64 * MIB  # the interpreter's own churn: far below the 1 GiB a bomb decodes to
+
+
+@pytest.mark.parametrize("encoding", BOMB_ENCODINGS)
+def test_decompression_bomb_fails_fast_within_the_memory_limit(
+    project: Path, downstream: FaultDownstream, encoding: str
+) -> None:
+    """A 200 whose body is about 1 MiB on the wire and 1 GiB decoded: 502 at once, the
+    service's peak resident memory stays near the limit, the connection is dropped, and the
+    breaker, the log line and the metrics name the bomb."""
+    body = bomb(encoding, BOMB_SIZE)  # built before the clock starts
+    assert len(body) < BOMB_LIMIT < BOMB_SIZE
+    env = {**FAST, "MY_SERVICE_HTTP__MAX_RESPONSE_BYTES": str(BOMB_LIMIT)}
+    with serve(project, PACKAGE, env, downstream_url=downstream.url) as service:
+        accepted = httpx.get(f"{service.base_url}/users/1", timeout=10)  # warm: the pool, imports
+        assert accepted.status_code == 200
+        downstream.set("bomb", encoding=encoding)
+        before = service.memory("VmRSS")
+        started = time.monotonic()
+        response = httpx.get(f"{service.base_url}/users/1", timeout=30)
+        took = time.monotonic() - started
+        peak = service.memory("VmHWM")
+        assert response.status_code == 502, response.text
+        assert response.headers["content-type"] == PROBLEM
+        assert took < 3, took
+        assert peak - before < BOMB_LIMIT + RSS_MARGIN, (before, peak)
+        errors = _events(service, "outbound.error")
+        assert [(line["error"], line["phase"]) for line in errors] == [
+            ("DecodedResponseTooLarge", "body")
+        ]
+        assert downstream.calls == 1  # not retried
+        host = downstream.url.removeprefix("http://")
+        breaker = httpx.get(f"{service.base_url}/readyz", timeout=5).json()["breakers"][host]
+        assert breaker["window_failures"] == 1  # the downstream's failure, under its 200
+        metrics = httpx.get(f"{service.base_url}/metrics", timeout=5).text
+        outcome = f'host="{host}",method="GET",outcome="DecodedResponseTooLarge"}} 1.0'
+        assert outcome in metrics
+        # The bomb's connection was dropped, not kept for the next call.
+        downstream.set("ok")
+        assert httpx.get(f"{service.base_url}/users/1", timeout=10).status_code == 200
+        assert downstream.connections == 1
+        _assert_healthy(service)
+        assert not _events(service, "request.failed")
+    REPORT["cases"][f"bomb-{encoding}"] = {
+        "status": response.status_code,
+        "wire_bytes": len(body),
+        "decoded_bytes": BOMB_SIZE,
+        "limit_bytes": BOMB_LIMIT,
+        "seconds": round(took, 2),
+        "rss_before_mib": round(before / MIB, 1),
+        "rss_peak_mib": round(peak / MIB, 1),
     }
 
 
