@@ -17,6 +17,7 @@ from .breaker import CircuitOpenError
 from .downstream import downstream_errors, raise_for_downstream_status
 from .errors import DownstreamError, DownstreamNotFound, DownstreamTimeout, DownstreamUnavailable
 from .http_client import SharedHttpClient, build_http_client
+from .problems import problem_doc
 from .retry import NO_RETRY
 from .settings import DownstreamSettings, PlatformSettings
 
@@ -33,5 +34,6 @@ __all__ = [
     "SharedHttpClient",
     "build_http_client",
     "downstream_errors",
+    "problem_doc",
     "raise_for_downstream_status",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from http import HTTPStatus
 
+import orjson
 from fastapi import Request
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -71,7 +72,9 @@ async def downstream_error_handler(_: Request, exc: Exception) -> Response:
 async def http_exception_handler(_: Request, exc: Exception) -> Response:
     """Answer Starlette/FastAPI ``HTTPException`` as problem+json, keeping its headers."""
     assert isinstance(exc, HTTPException)  # noqa: S101 - registered for this class only
-    return problem_response(exc.status_code, _reason(exc.status_code), exc.detail, exc.headers)
+    # RFC 9457's detail is a string (and so is the documented schema): other details as JSON.
+    detail = exc.detail if isinstance(exc.detail, str) else orjson.dumps(exc.detail).decode()
+    return problem_response(exc.status_code, _reason(exc.status_code), detail, exc.headers)
 
 
 def _reason(status: int) -> str:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import structlog
 from fastapi import APIRouter, Request
+from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
 from .http_client import open_client, outbound_transport
@@ -42,7 +43,34 @@ async def _run_check(name: str, check: ReadinessCheck, limit: float) -> str:
     return outcome
 
 
-@router.get("/readyz")
+class BreakerSnapshot(BaseModel):
+    """A downstream host's circuit breaker, as ``/readyz`` shows it."""
+
+    state: Literal["closed", "open", "half_open"]
+    retry_after: int
+    window_calls: int
+    window_failures: int
+
+
+class Readiness(BaseModel):
+    """The body of ``/readyz``; ``http_client`` and the rest are left out while draining."""
+
+    status: Literal["ready", "starting", "unready", "draining"]
+    http_client: Literal["open", "closed"] | None = None
+    breakers: dict[str, BreakerSnapshot] | None = None
+    checks: dict[str, str] | None = None
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={
+        503: {
+            "model": Readiness,
+            "description": "Not ready: starting, draining, or a readiness check failed.",
+        }
+    },
+)
 async def readyz(request: Request) -> JSONResponse:
     """Readiness: the lifespan has started, the shared client is open and every readiness check
     the service registered (``extend.add_readiness_check``) passes.
