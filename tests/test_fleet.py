@@ -631,8 +631,11 @@ def test_plan_with_data_shows_the_answer_change(python_fleet: PythonFleet) -> No
     text = fleet_cli(
         "plan", "--to", "99.0.0", "--data", "python_version=3.13", str(python_fleet.first)
     )
+    # The one migration is the version-less keep_team_files, which runs on every update.
+    assert [m["version"] for m in first["migrations"]] == [None], first["migrations"]
+    assert "keep_team_files.py" in first["migrations"][0]["command"]
     assert text.stdout == (
-        f"{python_fleet.first}: 99.0.0 -> 99.0.0 with python_version=3.13: clean\n"
+        f"{python_fleet.first}: 99.0.0 -> 99.0.0 with python_version=3.13: clean; migrations: 1\n"
     ), text.stderr
 
 
