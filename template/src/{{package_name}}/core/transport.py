@@ -626,7 +626,7 @@ class OutboundTransport(httpx2.AsyncBaseTransport):
             ) from exc
         reason = (
             None  # it would be the same again
-            if isinstance(exc, (ResponseTooLarge, UndecodableResponse))
+            if isinstance(exc, ResponseTooLarge | UndecodableResponse)
             else retry_reason(downstream.retry, request, error=exc)
         )
         if reason is None:
