@@ -164,6 +164,7 @@ def test_decompression_bomb_fails_fast_within_the_memory_limit(
     body = bomb(encoding, BOMB_SIZE)  # built before the clock starts
     assert len(body) < BOMB_LIMIT < BOMB_SIZE
     env = {**FAST, "MY_SERVICE_HTTP__MAX_RESPONSE_BYTES": str(BOMB_LIMIT)}
+    downstream.set("ok")  # whatever the test before left it answering
     with serve(project, PACKAGE, env, downstream_url=downstream.url) as service:
         accepted = httpx.get(f"{service.base_url}/users/1", timeout=10)  # warm: the pool, imports
         assert accepted.status_code == 200
@@ -188,10 +189,16 @@ def test_decompression_bomb_fails_fast_within_the_memory_limit(
         metrics = httpx.get(f"{service.base_url}/metrics", timeout=5).text
         outcome = f'host="{host}",method="GET",outcome="DecodedResponseTooLarge"}} 1.0'
         assert outcome in metrics
-        # The bomb's connection was dropped, not kept for the next call.
+        # The bomb's connection was dropped, not kept for the next call, when bytes of it were
+        # still unread (gzip and deflate: about 1 MiB on the wire, the limit is reached after a
+        # few KiB). A small bomb (br, zstd) may have arrived whole before it failed: its
+        # connection is then clean, and the pool may keep it.
         downstream.set("ok")
         assert httpx.get(f"{service.base_url}/users/1", timeout=10).status_code == 200
-        assert downstream.connections == 1
+        if len(body) > MIB:
+            assert downstream.connections == 1
+        else:
+            assert downstream.connections <= 1
         _assert_healthy(service)
         assert not _events(service, "request.failed")
     REPORT["cases"][f"bomb-{encoding}"] = {
