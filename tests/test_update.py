@@ -759,6 +759,17 @@ def test_example_removed_by_the_team_stays_removed_on_update(
     assert _misplaced(updated, expected) == []
 
 
+# Before the answer changes (the example deleted, the answer still true): the platform's tests
+# name no variable of the example's. The group runs in file order, so this runs before
+# `example_answered` updates the same service.
+@pytest.mark.xdist_group("no-example")
+@pytest.mark.render
+def test_example_removed_passes_lint_types_and_tests_before_the_answer(
+    example_removed: Updated,
+) -> None:
+    _passes_its_own_checks(example_removed.project)
+
+
 @pytest.mark.xdist_group("no-example")
 def test_example_removed_then_answered_keeps_the_team_files(example_answered: Updated) -> None:
     updated = example_answered
@@ -768,12 +779,9 @@ def test_example_removed_then_answered_keeps_the_team_files(example_answered: Up
     assert "users" not in (updated.project / "deploy/base/settings.env").read_text().lower()
 
 
-# Checked after the answer change. Before it (the example deleted, the answer still true), the
-# platform's tests/core/test_config.py still names the example's variables: issue 21, point 1,
-# lands separately; once it has, run these checks on `example_removed` too.
 @pytest.mark.xdist_group("no-example")
 @pytest.mark.render
-def test_example_removed_passes_lint_types_and_tests_after_the_update(
+def test_example_removed_passes_lint_types_and_tests_after_the_answer(
     example_answered: Updated,
 ) -> None:
     _passes_its_own_checks(example_answered.project)
@@ -782,8 +790,9 @@ def test_example_removed_passes_lint_types_and_tests_after_the_update(
 def test_without_keep_team_files_an_answer_change_conflicts_in_team_files(
     snapshot: Path, tmp_path: Path
 ) -> None:
-    """The control: the same update from a NEW without the every-update migration writes
-    conflict markers into the team's settings.py, so the migration is what keeps it."""
+    """The control: the customized service's answer change from a NEW without the every-update
+    migration writes conflict markers into the team's files or its part of .env.example (its
+    edits against the template's removal of the example), so the migration is what keeps them."""
     repo = init_repo(tmp_path / "repo")
     _fill(repo, snapshot)
     config = repo / "copier.yml"
@@ -795,11 +804,12 @@ def test_without_keep_team_files_an_answer_change_conflicts_in_team_files(
     assert "keep_team_files" not in (repo / "copier.yml").read_text()
     commit_all(repo, f"Release {NEW} without keep_team_files", tag=NEW)
     project = copy_project(repo, tmp_path / "svc", NEW)
-    remove_example(project)
-    commit_all(project, "Remove the example client")
+    customize(project, runbook="docs/runbook.md")
+    commit_all(project, "Our own changes")
     update_project(project, data={"include_example_client": False})
     conflicted = sorted({marker.split(":")[0] for marker in conflict_markers(project)})
-    assert f"src/{PACKAGE}/settings.py" in conflicted, conflicted
+    team_parts = {f"src/{PACKAGE}/settings.py", f"src/{PACKAGE}/service.py", ".env.example"}
+    assert set(conflicted) & team_parts, conflicted
 
 
 # --- Moving a service to another Python: `make update DATA=python_version=...` -----------------
