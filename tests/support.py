@@ -108,6 +108,17 @@ def _without_make_variables(environ: Mapping[str, str]) -> dict[str, str]:
 RENDER_MAKE_ENV = {"MAKEFLAGS": "", "MFLAGS": "", "MAKELEVEL": "", "PYTEST_ARGS": ""}
 
 
+# No network: uv may not reach the index, and anything that tries goes to an unroutable proxy.
+_UNROUTABLE = "http://10.255.255.1:9"
+OFFLINE = {
+    "UV_OFFLINE": "1",
+    **{name: _UNROUTABLE for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")},
+    **{name.lower(): _UNROUTABLE for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")},
+    "NO_PROXY": "",
+    "no_proxy": "",
+}
+
+
 def replace_once(path: Path, old: str, new: str) -> None:
     """Replace ``old``, which must occur exactly once in ``path``, with ``new``."""
     text = path.read_text()

@@ -1,9 +1,10 @@
 """The rendered GitHub Actions CI is hardened: zizmor (offline audits) finds nothing in any
-GitHub variant, every action is pinned to a full commit SHA with its version beside it, and a
-Dependabot config keeps the pins current."""
+GitHub variant, every action is pinned to a full commit SHA with its version beside it; and
+dependency updates (Dependabot on GitHub, Renovate on GitLab) keep uv.lock and the pins current."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support import render
 from tests.test_render import VARIANTS
@@ -47,10 +49,49 @@ def test_zizmor_finds_nothing(tmp_path: Path, answers: dict[str, Any]) -> None:
             assert ignore.strip(" -:"), f"{workflow.name}: a zizmor ignore without its reason"
 
 
-def test_dependabot_keeps_the_action_pins_current_on_github_only(tmp_path: Path) -> None:
+CHECK_JSONSCHEMA = Path(sys.executable).with_name("check-jsonschema")
+
+
+def _schema_check(schema: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """``path`` against the schema its tool publishes (vendored in check-jsonschema, offline)."""
+    command = [str(CHECK_JSONSCHEMA), "--builtin-schema", f"vendor.{schema}", str(path)]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+def test_dependency_updates_cover_the_lock_and_the_action_pins(tmp_path: Path) -> None:
     github = render(tmp_path / "github")
-    config = (github / ".github/dependabot.yml").read_text()
-    assert re.search(r"package-ecosystem: github-actions\n\s+directory: /\n", config), config
-    for provider in ("gitlab", "none"):
-        other = render(tmp_path / provider, {"ci_provider": provider})
-        assert not (other / ".github").exists()
+    dependabot = github / ".github/dependabot.yml"
+    checked = _schema_check("dependabot", dependabot)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    updates = {u["package-ecosystem"]: u for u in yaml.safe_load(dependabot.read_text())["updates"]}
+    # uv.lock (the git hooks included: they run from it) and the SHA-pinned actions.
+    assert set(updates) == {"uv", "github-actions"}
+    assert all(
+        u["directory"] == "/" and u["cooldown"]["default-days"] == 7 for u in updates.values()
+    )
+    # The lock moves; pyproject.toml's ranges (the template's lines and the team's) stay.
+    assert updates["uv"]["versioning-strategy"] == "increase-if-necessary"
+    assert not (github / "renovate.json").exists()
+    # The schema check can fail: an ecosystem Dependabot does not know.
+    broken = tmp_path / "broken.yml"
+    broken.write_text(
+        dependabot.read_text().replace("package-ecosystem: uv", "package-ecosystem: uvx")
+    )
+    assert _schema_check("dependabot", broken).returncode != 0
+
+    gitlab = render(tmp_path / "gitlab", {"ci_provider": "gitlab"})
+    renovate = gitlab / "renovate.json"
+    checked = _schema_check("renovate", renovate)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    config = json.loads(renovate.read_text())
+    assert config["enabledManagers"] == ["pep621"]  # pyproject.toml and uv.lock
+    assert config["rangeStrategy"] == "update-lockfile"
+    assert config["lockFileMaintenance"]["enabled"] is True  # the indirect dependencies too
+    assert not (gitlab / ".github").exists()
+    broken = tmp_path / "broken.json"
+    broken.write_text(renovate.read_text().replace('"update-lockfile"', '"lockfile"'))
+    assert _schema_check("renovate", broken).returncode != 0
+
+    other = render(tmp_path / "none", {"ci_provider": "none"})
+    assert not (other / ".github").exists()
+    assert not (other / "renovate.json").exists()

@@ -27,6 +27,7 @@ E2E_TESTS = [
     "test_platform_breaker_opens_when_the_downstream_stops_and_closes_after",
     "test_platform_sigterm_lets_inflight_requests_finish",
     "test_f_runs_as_non_root_read_only_and_turns_healthy",
+    "test_the_image_carries_the_sbom_of_what_it_installed",
     # tests/e2e/test_deploy_security.py: the Deployment's security settings, the drain.
     "test_the_deployment_asks_for_the_restricted_settings",
     "test_g_runs_under_the_deployments_security_settings",

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from tests.support import (
+    OFFLINE,
     RENDER_MAKE_ENV,
     REPO_ROOT,
     commit_all,
@@ -184,17 +185,6 @@ def _drift(project: Path, **env: str) -> subprocess.CompletedProcess[str]:
         text=True,
         check=False,
     )
-
-
-# No network: uv may not reach the index, and anything that tries goes to an unroutable proxy.
-_UNROUTABLE = "http://10.255.255.1:9"
-OFFLINE = {
-    "UV_OFFLINE": "1",
-    **{name: _UNROUTABLE for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")},
-    **{name.lower(): _UNROUTABLE for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")},
-    "NO_PROXY": "",
-    "no_proxy": "",
-}
 
 
 @pytest.mark.xdist_group("next-release")
