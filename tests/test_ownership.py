@@ -187,12 +187,18 @@ def _drift(project: Path, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.fixture
+def at_current(releases: tuple[Path, list[str]], tmp_path: Path) -> Path:
+    """A service rendered from CURRENT, as released."""
+    repo, _ = releases
+    return copy_project(repo, tmp_path / "svc", CURRENT)
+
+
 @pytest.mark.xdist_group("next-release")
 def test_lint_with_its_drift_check_runs_offline_once_installed(
-    releases: tuple[Path, list[str]], tmp_path: Path
+    at_current: Path, tmp_path: Path
 ) -> None:
-    repo, _ = releases
-    project = copy_project(repo, tmp_path / "svc", CURRENT)
+    project = at_current
     run(["make", "install"], cwd=project, env=RENDER_MAKE_ENV)
     # An empty uv cache too: nothing lint needs may come from anywhere but the installed .venv.
     empty_cache = {"UV_CACHE_DIR": str(tmp_path / "empty-uv-cache")}
@@ -202,10 +208,9 @@ def test_lint_with_its_drift_check_runs_offline_once_installed(
 
 @pytest.mark.xdist_group("next-release")
 def test_drift_reports_edited_template_owned_files_and_fails_only_when_asked(
-    releases: tuple[Path, list[str]], tmp_path: Path
+    at_current: Path,
 ) -> None:
-    repo, _ = releases
-    project = copy_project(repo, tmp_path / "svc", CURRENT)
+    project = at_current
     clean = _drift(project)
     assert clean.returncode == 0, clean.stderr
     assert "template drift: none" in clean.stdout

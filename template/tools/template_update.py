@@ -22,10 +22,9 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-# Copier pinned to the major version the template is tested with; COPIER overrides it.
-DEFAULT_COPIER = 'uv tool run --from "copier>=9.19,<10" copier'
+# The service's own Copier (a dev dependency, as for `make update`); COPIER overrides it.
+DEFAULT_COPIER = "uv run --frozen --quiet copier"
 # What the update must pass, in order; TEMPLATE_UPDATE_CHECKS (`;`-separated) overrides it.
 DEFAULT_CHECKS = ("make install SYNC_FLAGS=--locked", "make lint", "make typecheck", "make test")
 OUTPUT_TAIL_LINES = 40
@@ -74,10 +73,7 @@ def update_on_branch(branch: str, latest: str) -> None:
     _run(["git", "switch", "--force-create", branch])
     _run([*_copier(), "update", "--trust", "--defaults", "--conflict", "inline",
           "--vcs-ref", latest])  # fmt: skip
-    # The template's update task locks again; lock here too, so the lock matches
-    # pyproject.toml whatever Copier ran (uv is on PATH in every job that runs this script).
-    if Path("uv.lock").exists():
-        _run(["uv", "lock"])
+    # The template's update task has locked again (or failed the update, saying why).
 
 
 def run_checks(commands: list[str]) -> list[Check]:
