@@ -27,6 +27,42 @@ ZIZMOR = Path(sys.executable).with_name("zizmor")
 PINNED = re.compile(r"^\s*-?\s*uses: [\w.-]+/[\w./-]+@[0-9a-f]{40}  # v\d+\.\d+\.\d+$")
 
 
+SHELLCHECK = Path(sys.executable).with_name("shellcheck")
+
+
+def _shellcheck_run_steps(workflow: Path) -> list[str]:
+    """shellcheck's findings in ``workflow``'s ``run:`` steps, as actionlint runs it: bash, with
+    each ``${{ }}`` expression as a plain word."""
+    findings = []
+    for job in yaml.safe_load(workflow.read_text())["jobs"].values():
+        for step in job.get("steps", []):
+            if "run" not in step:
+                continue
+            script = re.sub(r"\$\{\{.*?\}\}", "EXPRESSION", step["run"])
+            result = subprocess.run(
+                [str(SHELLCHECK), "--shell=bash", "--format=gcc", "-"],
+                input=script,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            findings += [f"{workflow.name}: {line}" for line in result.stdout.splitlines()]
+    return findings
+
+
+def test_shellcheck_finds_nothing_and_would_find_sc2046(tmp_path: Path) -> None:
+    project = render(tmp_path / "service")
+    workflows = sorted((project / ".github/workflows").glob("*.yml"))
+    assert workflows
+    assert [f for workflow in workflows for f in _shellcheck_run_steps(workflow)] == []
+    unquoted = tmp_path / "unquoted.yml"
+    unquoted.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n"
+        "    steps:\n      - run: git switch $(git rev-parse HEAD)\n"
+    )
+    assert any("SC2046" in f for f in _shellcheck_run_steps(unquoted))
+
+
 @pytest.mark.parametrize("answers", GITHUB_VARIANTS.values(), ids=GITHUB_VARIANTS.keys())
 def test_zizmor_finds_nothing(tmp_path: Path, answers: dict[str, Any]) -> None:
     project = render(tmp_path / "service", answers)
