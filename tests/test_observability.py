@@ -10,6 +10,7 @@ tests run in CI (CI=true) or as root; elsewhere these tests skip, saying why.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -32,6 +33,7 @@ from tests.support import (
     serve,
     wait_http,
 )
+from tests.test_deploy import KUBECTL
 
 pytestmark = [pytest.mark.xdist_group("observability"), pytest.mark.render]
 
@@ -112,6 +114,50 @@ def test_a_drifted_prometheus_rule_or_a_broken_alert_test_fails_the_check(
     alerts.write_text(alerts.read_text().replace("> 0.9", "> 0.5"))  # pages on a busy pool
     with pytest.raises(AssertionError, match=r"promtool test rules alerts\.test\.yml failed"):
         run(["make", "observability-check"], cwd=copy, env=env)
+
+
+TEAM_ALERT = """groups:
+  - name: my-service-team
+    rules:
+      - alert: OrdersBacklogGrowing
+        expr: vector(1) > 2
+        for: 10m
+        labels:
+          severity: ticket
+        annotations:
+          summary: The orders backlog grows
+          runbook_url: https://git.example.invalid/my-service/blob/main/docs/runbook.md#ordersbackloggrowing
+"""
+
+
+def test_a_team_alert_is_deployed_and_its_runbook_section_checked(
+    tmp_path: Path, project: Path, prometheus_tools: None
+) -> None:
+    copy = tmp_path / "svc"
+    shutil.copytree(project, copy, symlinks=True, ignore=shutil.ignore_patterns(".venv"))
+    (copy / "observability/rules/service.yml").write_text(TEAM_ALERT)
+    env = {**RENDER_MAKE_ENV, "CI": "true"}
+    # Until it reaches the PrometheusRule that the overlays deploy, the check fails.
+    with pytest.raises(AssertionError, match="run `make observability-rules`"):
+        run(["make", "observability-check"], cwd=copy, env=env)
+    run(["make", "observability-rules"], cwd=copy, env=env)
+    team_rule = _rule_groups(copy / "deploy/components/servicemonitor/team-rules.yaml")
+    assert team_rule["metadata"]["name"] == f"{JOB}-team"
+    assert team_rule["spec"] == yaml.safe_load(TEAM_ALERT)
+    # Its runbook_url must name a section of docs/runbook.md.
+    with pytest.raises(
+        AssertionError, match=r"OrdersBacklogGrowing: runbook_url .* names no section"
+    ):
+        run(["make", "observability-check"], cwd=copy, env=env)
+    runbook = copy / "docs/runbook.md"
+    runbook.write_text(runbook.read_text() + "\n### OrdersBacklogGrowing\n\nCheck the queue.\n")
+    assert (
+        "observability-check: OK" in run(["make", "observability-check"], cwd=copy, env=env).stdout
+    )
+    built = run([*shlex.split(KUBECTL), "kustomize", "deploy/overlays/production"], cwd=copy).stdout
+    rules = [doc for doc in yaml.safe_load_all(built) if doc and doc["kind"] == "PrometheusRule"]
+    assert {rule["metadata"]["name"] for rule in rules} == {JOB, f"{JOB}-team"}
+    assert "alert: OrdersBacklogGrowing" in built
 
 
 # --- A real Prometheus scraping a rendered service ---------------------------------------------

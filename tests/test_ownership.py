@@ -11,6 +11,7 @@ to it. Renders are shared within the module (an xdist group keeps them on one wo
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from tests.support import (
     unmerged_paths,
     update_project,
 )
+from tests.test_deploy import KUBECTL
 
 PACKAGE = "my_service"
 CURRENT = "1.0.0"
@@ -351,6 +353,18 @@ def order(request: StubRequest) -> Answer:
 '''
 
 README_SECTION = "\n## Orders\n\nThis service also reads orders from the orders service.\n"
+TEAM_ALERT = """groups:
+  - name: my-service-team
+    rules:
+      - alert: OrdersSlow
+        expr: sum(rate(http_client_requests_total{job="my-service"}[5m])) > 1000
+        for: 10m
+        labels:
+          severity: ticket
+        annotations:
+          summary: Calls to the orders service are slow
+          runbook_url: https://git.example.invalid/my-service/blob/main/docs/runbook.md#ordersslow
+"""
 ENV_LINES = (
     "MY_SERVICE_ORDERS_PAGE_SIZE=50\n"
     "MY_SERVICE_ORDERS_SERVICE__BASE_URL=http://127.0.0.1:8002\n"
@@ -420,6 +434,10 @@ def customize_every_seam(project: Path) -> None:
     (project / ".env.example").write_text((project / ".env.example").read_text() + ENV_LINES)
     runbook = project / "docs/runbook.md"
     runbook.write_text(runbook.read_text() + "\n## Orders\n\nPage the orders team.\n")
+    # A team alert, its runbook section, and its PrometheusRule written as the docs say.
+    (project / "observability/rules/service.yml").write_text(TEAM_ALERT)
+    runbook.write_text(runbook.read_text() + "\n### OrdersSlow\n\nCheck the orders service.\n")
+    run(["make", "observability-rules"], cwd=project, env=RENDER_MAKE_ENV)
 
 
 @pytest.fixture(scope="module")
@@ -471,6 +489,13 @@ def test_next_release_customized_service_passes_lint_types_and_tests(
     run(["make", "typecheck"], cwd=project, env=RENDER_MAKE_ENV)
     result = run(["make", "test"], cwd=project, env=RENDER_MAKE_ENV)
     assert "tests/test_orders.py .." in result.stdout, result.stdout
+    # The team's alert is still deployed: its PrometheusRule is current and the overlay has it.
+    team_rule = project / "deploy/components/servicemonitor/team-rules.yaml"
+    written = team_rule.read_bytes()
+    run(["make", "observability-rules"], cwd=project, env=RENDER_MAKE_ENV)
+    assert team_rule.read_bytes() == written
+    built = run([*shlex.split(KUBECTL), "kustomize", "deploy/overlays/production"], cwd=project)
+    assert "alert: OrdersSlow" in built.stdout
     assert re.search(r"\d+ passed", result.stdout), result.stdout
     # Outside the tests too (the image has no httpx): the team's `import httpx` is httpx2.
     aliased = "import sys, my_service.main; assert sys.modules['httpx'] is sys.modules['httpx2']"
