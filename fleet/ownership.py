@@ -6,61 +6,33 @@ shared files are merged by Copier on every update, so neither is ever drift.
 
 from __future__ import annotations
 
-import re
+import importlib.util
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from pathlib import Path
+from types import ModuleType
 
 import yaml
 
+RENDER_TOOL = Path(__file__).resolve().parent.parent / "template/tools/ownership.py"
 MAP_FILE = ".template-ownership.yml"
 KINDS = ("template_owned", "team_owned", "shared")
 
 
-@lru_cache(maxsize=4096)
-def _compile(pattern: str) -> re.Pattern[str]:
-    """Translate a glob into a regex over ``"/" + path``.
-
-    A ``**`` segment matches zero or more whole segments; ``*`` and ``?`` never cross ``/``;
-    dot-files are ordinary names (the semantics of wcmatch's GLOBSTAR | DOTGLOB), so the map
-    needs no dependency beyond PyYAML.
-    """
-    regex = ""
-    for segment in pattern.strip("/").split("/"):
-        regex += "(?:/[^/]+)*" if segment == "**" else "/" + _segment(segment)
-    return re.compile(regex + r"\Z")
+def _render_tool() -> ModuleType:
+    """The ownership tool every render ships (``template/tools/ownership.py``): its glob
+    matcher is the one the render's ``make lint`` uses, so both classify a path alike."""
+    spec = importlib.util.spec_from_file_location("_render_ownership", RENDER_TOOL)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
-def _segment(segment: str) -> str:
-    out, i = "", 0
-    while i < len(segment):
-        char = segment[i]
-        end = _class_end(segment, i) if char == "[" else -1
-        if char == "*":
-            out += "[^/]*"
-        elif char == "?":
-            out += "[^/]"
-        elif end != -1:
-            body = segment[i + 1 : end]
-            if body.startswith("!"):
-                body = "^" + body[1:]
-            out += "[" + body.replace("\\", "\\\\") + "]"
-            i = end
-        else:
-            out += re.escape(char)
-        i += 1
-    return out
-
-
-def _class_end(segment: str, start: int) -> int:
-    """Where the character class opened at ``start`` closes (-1: a literal ``[``). A ``]``
-    right after ``[`` or ``[!`` belongs to the class."""
-    first = start + 2 if segment[start + 1 : start + 2] == "!" else start + 1
-    return segment.find("]", first + 1)
-
-
-def globmatch(path: str, pattern: str) -> bool:
-    """Whether the POSIX relative ``path`` matches the glob ``pattern``."""
-    return _compile(pattern).match("/" + path.strip("/")) is not None
+globmatch: Callable[[str, str], bool] = _render_tool().matches
+"""Whether the POSIX relative ``path`` matches the glob ``pattern``."""
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from fleet.cli import repositories
-from fleet.ownership import globmatch, parse
+from fleet.ownership import RENDER_TOOL, globmatch, parse
 from tests.browser import CHROMIUM
 from tests.fleet_synthetic import LATEST, Truth, build_fleet, build_template
 from tests.support import (
@@ -119,28 +119,41 @@ def head_state(path: Path) -> tuple[str, str]:
 # --- The ownership map ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("path", "pattern", "expected"),
-    [
-        ("src/a/core/x.py", "src/a/core/**", True),
-        ("src/a/core/deep/x.py", "src/a/core/**", True),
-        ("src/a/corex/x.py", "src/a/core/**", False),
-        ("x.py", "**/x.py", True),
-        ("a/b/x.py", "**/x.py", True),
-        (".env.example", "*", True),
-        ("a/b", "*", False),
-        ("a/.hidden", "a/*", True),
-        ("Dockerfile", "Dockerfile", True),
-        ("sub/Dockerfile", "Dockerfile", False),
-        ("a1.py", "a?.py", True),
-        ("a/1.py", "a?1.py", False),
-        ("v2", "v[0-9]", True),
-        ("vx", "v[!x]", False),
-        ("a+b(c).txt", "a+b(c).txt", True),
-    ],
-)
+# One table for the one ownership matcher (template/tools/ownership.py), which the fleet tool
+# imports and every render's `make lint` runs (tests/test_ownership.py runs the same table on a
+# render's copy).
+GLOB_CASES = [
+    ("src/a/core/x.py", "src/a/core/**", True),
+    ("src/a/core/deep/x.py", "src/a/core/**", True),
+    ("src/a/corex/x.py", "src/a/core/**", False),
+    ("x.py", "**/x.py", True),
+    ("a/b/x.py", "**/x.py", True),
+    (".env.example", "*", True),
+    ("a/b", "*", False),
+    ("a/.hidden", "a/*", True),
+    ("Dockerfile", "Dockerfile", True),
+    ("sub/Dockerfile", "Dockerfile", False),
+    ("a1.py", "a?.py", True),
+    ("a/1.py", "a?1.py", False),
+    ("v2", "v[0-9]", True),
+    ("vx", "v[!x]", False),
+    ("a+b(c).txt", "a+b(c).txt", True),
+    ("docs", "docs/**", True),
+    ("docs/a.md", "docs/**", True),
+    ("a.py", "[ab].py", True),
+    ("c.py", "[ab].py", False),
+    ("src/a/b.py", "src/*.py", False),
+]
+
+
+@pytest.mark.parametrize(("path", "pattern", "expected"), GLOB_CASES)
 def test_glob_semantics_match_globstar_and_dotglob(path: str, pattern: str, expected: bool) -> None:
     assert globmatch(path, pattern) is expected
+
+
+def test_the_fleet_tool_uses_the_renders_matcher() -> None:
+    assert globmatch.__module__ == "_render_ownership"
+    assert Path(sys.modules[globmatch.__module__].__file__ or "") == RENDER_TOOL
 
 
 def test_ownership_map_lists_and_refuses_a_malformed_map() -> None:

@@ -2,8 +2,8 @@
 
 Template-owned (see ``.template-ownership.yml``). ``make lint`` runs ``drift``; run it yourself:
 
-    uv run --with "copier>=9.19,<10" python tools/ownership.py drift     # report drift
-    uv run --with "copier>=9.19,<10" python tools/ownership.py owner PATH...  # who owns PATH
+    uv run python tools/ownership.py drift          # report drift
+    uv run python tools/ownership.py owner PATH...  # who owns PATH
 
 Drift is measured against what the template renders for this service's recorded version
 (``_commit`` in ``.copier-answers.yml``) and answers: Copier renders that version into a
@@ -57,24 +57,46 @@ EXTENSION_POINTS: tuple[tuple[str, str], ...] = (
 
 @functools.cache
 def _pattern(glob: str) -> re.Pattern[str]:
-    """A regular expression for ``glob``: ``**`` spans folders, ``*``/``?`` stay within one."""
-    parts = []
-    for index, segment in enumerate(glob.split("/")):
-        last = index == glob.count("/")
-        if segment == "**":
-            parts.append(".*" if last else "(?:[^/]+/)*")
-            continue
-        regex = "".join(
-            "[^/]*" if char == "*" else "[^/]" if char == "?" else re.escape(char)
-            for char in segment
-        )
-        parts.append(regex if last else regex + "/")
-    return re.compile("".join(parts))
+    """A regular expression over ``"/" + path`` for ``glob``: a ``**`` segment is zero or more
+    folders, ``*`` and ``?`` stay within one, ``[...]`` and ``[!...]`` are classes, and dot-files
+    are ordinary names (wcmatch's GLOBSTAR | DOTGLOB). The fleet tool uses this one too."""
+    regex = ""
+    for segment in glob.strip("/").split("/"):
+        regex += "(?:/[^/]+)*" if segment == "**" else "/" + _segment(segment)
+    return re.compile(regex + r"\Z")
+
+
+def _segment(segment: str) -> str:
+    out, i = "", 0
+    while i < len(segment):
+        char = segment[i]
+        end = _class_end(segment, i) if char == "[" else -1
+        if char == "*":
+            out += "[^/]*"
+        elif char == "?":
+            out += "[^/]"
+        elif end != -1:
+            body = segment[i + 1 : end]
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            out += "[" + body.replace("\\", "\\\\") + "]"
+            i = end
+        else:
+            out += re.escape(char)
+        i += 1
+    return out
+
+
+def _class_end(segment: str, start: int) -> int:
+    """Where the character class opened at ``start`` closes (-1: a literal ``[``). A ``]``
+    right after ``[`` or ``[!`` belongs to the class."""
+    first = start + 2 if segment[start + 1 : start + 2] == "!" else start + 1
+    return segment.find("]", first + 1)
 
 
 def matches(path: str, glob: str) -> bool:
     """Whether the relative POSIX ``path`` matches ``glob``."""
-    return _pattern(glob).fullmatch(path) is not None
+    return _pattern(glob).match("/" + path.strip("/")) is not None
 
 
 def load_map(root: Path = ROOT) -> dict[str, list[str]]:
