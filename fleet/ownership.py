@@ -31,7 +31,8 @@ def _render_tool() -> ModuleType:
     return module
 
 
-globmatch: Callable[[str, str], bool] = _render_tool().matches
+RENDER_OWNERSHIP = _render_tool()
+globmatch: Callable[[str, str], bool] = RENDER_OWNERSHIP.matches
 """Whether the POSIX relative ``path`` matches the glob ``pattern``."""
 
 

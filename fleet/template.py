@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -199,24 +198,13 @@ class Template:
         return self.renders[key]
 
     def _render_now(self, commit: str, answers: dict[str, Any]) -> dict[str, bytes]:
-        import copier
-        from copier.errors import DirtyLocalWarning
+        from .ownership import RENDER_OWNERSHIP  # the render's own wrapper around Copier
 
         self.render_count += 1
         target = Path(tempfile.mkdtemp(prefix="render-"))
         try:
-            with warnings.catch_warnings(), redirect_output():
-                warnings.simplefilter("ignore", DirtyLocalWarning)
-                copier.run_copy(
-                    str(self.local),
-                    str(target),
-                    data=dict(answers),
-                    vcs_ref=commit,
-                    defaults=True,
-                    unsafe=True,
-                    skip_tasks=True,
-                    quiet=True,
-                )
+            with redirect_output():
+                RENDER_OWNERSHIP.render_version(str(self.local), target, answers, commit)
             return {
                 path.relative_to(target).as_posix(): path.read_bytes()
                 for path in sorted(target.rglob("*"))

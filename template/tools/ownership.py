@@ -161,18 +161,18 @@ def _answers(project: Path) -> dict[str, Any]:
     return answers
 
 
-def render_recorded(project: Path, into: Path) -> Path:
-    """Render the template version and answers that ``project`` records, into ``into``."""
+def render_version(src: str, into: Path, answers: Mapping[str, Any], commit: str) -> Path:
+    """Render the template at ``src`` and ``commit`` with ``answers`` into ``into``, asking
+    nothing and running no task or migration. The fleet tool renders through this too."""
     import copier
 
-    answers = _answers(project)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         copier.run_copy(
-            str(answers["_src_path"]),
+            src,
             str(into),
-            data={k: v for k, v in answers.items() if not k.startswith("_")},
-            vcs_ref=str(answers["_commit"]),
+            data=dict(answers),
+            vcs_ref=commit,
             defaults=True,
             overwrite=True,
             unsafe=True,  # the template has tasks and migrations; none runs here
@@ -180,6 +180,13 @@ def render_recorded(project: Path, into: Path) -> Path:
             quiet=True,
         )
     return into
+
+
+def render_recorded(project: Path, into: Path) -> Path:
+    """Render the template version and answers that ``project`` records, into ``into``."""
+    answers = _answers(project)
+    data = {k: v for k, v in answers.items() if not k.startswith("_")}
+    return render_version(str(answers["_src_path"]), into, data, str(answers["_commit"]))
 
 
 def _report_drift(strict: bool) -> int:
