@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet import notes
+from fleet.environment import without_make_variables
 from fleet.gitutil import FleetError, git
 from fleet.plan import (
     answers_unchanged,
@@ -37,8 +38,6 @@ from fleet.template import Template
 
 TemplateFor = Callable[[str], Template]
 CHECKS = ("lint", "test")
-# A service's make must not inherit the caller's make variables (when fleet runs under make).
-_MAKE_VARIABLES = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")
 COMMIT_IDENTITY = ("fleet", "fleet@localhost.invalid")
 
 
@@ -257,7 +256,7 @@ def _update_on_branch(
 
 def _run_checks(path: Path, result: dict[str, Any], timeout: float) -> list[str]:
     """`make lint` and `make test`; record each, return why the failed ones failed."""
-    env = {k: v for k, v in os.environ.items() if k not in _MAKE_VARIABLES}
+    env = without_make_variables(os.environ)  # fleet may run under a make of its own
     failures = []
     for target in CHECKS:
         try:

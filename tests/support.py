@@ -22,6 +22,8 @@ from typing import Any
 import copier
 from copier.errors import DirtyLocalWarning
 
+from fleet.environment import without_make_variables
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ANSWERS: dict[str, Any] = {"service_name": "my-service", "package_name": "my_service"}
 
@@ -95,19 +97,6 @@ def ensure_debian_package(package: str, binaries: list[str]) -> None:
                 policy.unlink()
 
 
-def _without_make_variables(environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment without the outer make's variables: `make test PYTEST_ARGS=...` passes
-    them to every nested make (through MAKEFLAGS and the environment), and a render's own make
-    must not see them."""
-    outer = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYTEST_ARGS", "JOBS")
-    return {k: v for k, v in environ.items() if k not in outer}
-
-
-# For a render's make: empty the outer make's variables (`make test PYTEST_ARGS=...` passes them
-# to every make below it, through MAKEFLAGS and the environment).
-RENDER_MAKE_ENV = {"MAKEFLAGS": "", "MFLAGS": "", "MAKELEVEL": "", "PYTEST_ARGS": ""}
-
-
 # No network: uv may not reach the index, and anything that tries goes to an unroutable proxy.
 _UNROUTABLE = "http://10.255.255.1:9"
 OFFLINE = {
@@ -133,7 +122,7 @@ def run(
     result = subprocess.run(
         cmd,
         cwd=cwd,
-        env={**_without_make_variables(os.environ), **(env or {})},
+        env={**without_make_variables(os.environ), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

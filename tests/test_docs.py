@@ -11,7 +11,6 @@ import pytest
 
 from tests.browser import CHROMIUM, Chromium, serve_directory
 from tests.support import (
-    RENDER_MAKE_ENV,
     REPO_ROOT,
     copy_working_tree,
     ensure_debian_package,
@@ -32,7 +31,7 @@ READER_PAGES = {
 
 
 def _make_docs(root: Path, site: Path) -> None:
-    run(["make", "docs", f"SITE_DIR={site}"], cwd=root, env=RENDER_MAKE_ENV)
+    run(["make", "docs", f"SITE_DIR={site}"], cwd=root)
 
 
 @pytest.fixture(scope="module")

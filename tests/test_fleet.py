@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from fleet.cli import repositories
+from fleet.environment import without_make_variables
 from fleet.ownership import RENDER_TOOL, globmatch, parse
 from tests.browser import CHROMIUM
 from tests.fleet_synthetic import LATEST, Truth, build_fleet, build_template
@@ -742,3 +743,16 @@ def test_plan_with_an_answer_already_given_changes_nothing(python_fleet: PythonF
         [],
         {"python_version": "3.11"},
     )
+
+
+def test_a_services_make_sees_none_of_the_outer_makes_variables() -> None:
+    outer = {
+        "MAKEFLAGS": " -j2 --jobserver-auth=3,4 -- PYTEST_ARGS=-p\\ no:cacheprovider JOBS=2",
+        "MFLAGS": "-j2",
+        "MAKELEVEL": "1",
+        "PYTEST_ARGS": "-p no:cacheprovider",
+        "JOBS": "2",
+        "HOME": "/home/ci",
+    }
+    assert without_make_variables(outer) == {"HOME": "/home/ci"}
+    assert without_make_variables({"HOME": "/h", "JOBS": "4"}) == {"HOME": "/h", "JOBS": "4"}

@@ -21,7 +21,6 @@ import yaml
 
 from tests.support import (
     CONFLICT_MARKER,
-    RENDER_MAKE_ENV,
     REPO_ROOT,
     commit_all,
     copy_project,
@@ -56,7 +55,7 @@ def guide_commands(name: str) -> str:
 def run_guide(name: str, cwd: Path, env: Mapping[str, str]) -> str:
     """Run the guide's commands in ``cwd`` with ``env``; fail with its output if one fails."""
     script = "set -euo pipefail\nexec 2>&1\n" + guide_commands(name)
-    done = run(["bash", "-c", script], cwd=cwd, env={**RENDER_MAKE_ENV, **env}, timeout=900)
+    done = run(["bash", "-c", script], cwd=cwd, env={**env}, timeout=900)
     return done.stdout
 
 

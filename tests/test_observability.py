@@ -25,7 +25,6 @@ import pytest
 import yaml
 
 from tests.support import (
-    RENDER_MAKE_ENV,
     ensure_debian_package,
     free_port,
     render,
@@ -57,7 +56,7 @@ def prometheus_tools() -> None:
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default render, installed (its venv runs the service)."""
     project = render(tmp_path_factory.mktemp("obs") / "svc")
-    run(["make", "install"], cwd=project, env=RENDER_MAKE_ENV)
+    run(["make", "install"], cwd=project)
     return project
 
 
@@ -69,9 +68,7 @@ def _rule_groups(path: Path) -> dict[str, Any]:
 
 
 def test_observability_check_passes(project: Path, prometheus_tools: None) -> None:
-    result = run(
-        ["make", "observability-check"], cwd=project, env={**RENDER_MAKE_ENV, "CI": "true"}
-    )
+    result = run(["make", "observability-check"], cwd=project, env={"CI": "true"})
     assert "SUCCESS: 11 rules found" in result.stdout + result.stderr
     assert "Unit Testing:  alerts.test.yml\n  SUCCESS" in result.stdout + result.stderr
     assert "observability-check: OK" in result.stdout
@@ -106,7 +103,7 @@ def test_a_drifted_prometheus_rule_or_a_broken_alert_test_fails_the_check(
     shutil.copytree(project, copy, symlinks=True, ignore=shutil.ignore_patterns(".venv"))
     rule = copy / "deploy/components/servicemonitor/prometheusrule.yaml"
     rule.write_text(rule.read_text().replace("> 0.9", "> 0.95"))
-    env = {**RENDER_MAKE_ENV, "CI": "true"}
+    env = {"CI": "true"}
     with pytest.raises(AssertionError, match="does not have the rule groups"):
         run(["make", "observability-check"], cwd=copy, env=env)
     shutil.copy(project / "deploy/components/servicemonitor/prometheusrule.yaml", rule)
@@ -136,7 +133,7 @@ def test_a_team_alert_is_deployed_and_its_runbook_section_checked(
     copy = tmp_path / "svc"
     shutil.copytree(project, copy, symlinks=True, ignore=shutil.ignore_patterns(".venv"))
     (copy / "observability/rules/service.yml").write_text(TEAM_ALERT)
-    env = {**RENDER_MAKE_ENV, "CI": "true"}
+    env = {"CI": "true"}
     # Until it reaches the PrometheusRule that the overlays deploy, the check fails.
     with pytest.raises(AssertionError, match="run `make observability-rules`"):
         run(["make", "observability-check"], cwd=copy, env=env)

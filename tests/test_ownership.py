@@ -23,7 +23,6 @@ import yaml
 
 from tests.support import (
     OFFLINE,
-    RENDER_MAKE_ENV,
     REPO_ROOT,
     commit_all,
     conflict_markers,
@@ -197,10 +196,10 @@ def test_lint_with_its_drift_check_runs_offline_once_installed(
     at_current: Path, tmp_path: Path
 ) -> None:
     project = at_current
-    run(["make", "install"], cwd=project, env=RENDER_MAKE_ENV)
+    run(["make", "install"], cwd=project)
     # An empty uv cache too: nothing lint needs may come from anywhere but the installed .venv.
     empty_cache = {"UV_CACHE_DIR": str(tmp_path / "empty-uv-cache")}
-    lint = run(["make", "lint"], cwd=project, env={**RENDER_MAKE_ENV, **OFFLINE, **empty_cache})
+    lint = run(["make", "lint"], cwd=project, env={**OFFLINE, **empty_cache})
     assert "template drift: none" in lint.stdout, lint.stdout + lint.stderr
 
 
@@ -433,7 +432,7 @@ def customize_every_seam(project: Path) -> None:
     # A team alert, its runbook section, and its PrometheusRule written as the docs say.
     (project / "observability/rules/service.yml").write_text(TEAM_ALERT)
     runbook.write_text(runbook.read_text() + "\n### OrdersSlow\n\nCheck the orders service.\n")
-    run(["make", "observability-rules"], cwd=project, env=RENDER_MAKE_ENV)
+    run(["make", "observability-rules"], cwd=project)
 
 
 @pytest.fixture(scope="module")
@@ -479,16 +478,16 @@ def test_next_release_customized_service_passes_lint_types_and_tests(
     updated_to_next: tuple[Path, dict[str, bytes]],
 ) -> None:
     project, _ = updated_to_next
-    run(["make", "install"], cwd=project, env=RENDER_MAKE_ENV)
-    lint = run(["make", "lint"], cwd=project, env=RENDER_MAKE_ENV)
+    run(["make", "install"], cwd=project)
+    lint = run(["make", "lint"], cwd=project)
     assert "template drift: none" in lint.stdout, lint.stdout + lint.stderr
-    run(["make", "typecheck"], cwd=project, env=RENDER_MAKE_ENV)
-    result = run(["make", "test"], cwd=project, env=RENDER_MAKE_ENV)
+    run(["make", "typecheck"], cwd=project)
+    result = run(["make", "test"], cwd=project)
     assert "tests/test_orders.py .." in result.stdout, result.stdout
     # The team's alert is still deployed: its PrometheusRule is current and the overlay has it.
     team_rule = project / "deploy/components/servicemonitor/team-rules.yaml"
     written = team_rule.read_bytes()
-    run(["make", "observability-rules"], cwd=project, env=RENDER_MAKE_ENV)
+    run(["make", "observability-rules"], cwd=project)
     assert team_rule.read_bytes() == written
     built = run([*shlex.split(KUBECTL), "kustomize", "deploy/overlays/production"], cwd=project)
     assert "alert: OrdersSlow" in built.stdout

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
+from fleet.environment import without_make_variables
 from tests.support import (
-    RENDER_MAKE_ENV,
     commit_all,
     copy_project,
     copy_working_tree,
@@ -72,7 +72,7 @@ def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _locked_service(template_repo: Path, dst: Path, answers: dict[str, str] | None = None) -> Path:
     """A service rendered from OLD with its uv.lock committed, as every real service has."""
     project = copy_project(template_repo, dst, OLD, answers)
-    run(["uv", "lock"], cwd=project, env=RENDER_MAKE_ENV)
+    run(["uv", "lock"], cwd=project)
     commit_all(project, "Lock dependencies")
     return project
 
@@ -92,7 +92,7 @@ def test_renovates_exact_update_command_leaves_a_matching_lock(
     command = [COPIER_BIN, "update", *(["--skip-answered"] if skip_answered else [])]
     command += ["--defaults", "--trust", "--answers-file", ".copier-answers.yml"]
     command += ["--vcs-ref", NEW]
-    result = run(command, cwd=project, env=RENDER_MAKE_ENV)
+    result = run(command, cwd=project)
     assert NEW_FLOOR in (project / "pyproject.toml").read_text()
     assert "Locked again" in result.stdout + result.stderr
     matches = _lock_matches(project)
@@ -106,7 +106,7 @@ def test_without_the_update_task_the_lock_would_be_stale(
     the test above proves the task's re-lock."""
     project = _locked_service(template_repo, tmp_path / "svc")
     command = [COPIER_BIN, "update", "--defaults", "--trust", "--skip-tasks", "--vcs-ref", NEW]
-    run(command, cwd=project, env=RENDER_MAKE_ENV)
+    run(command, cwd=project)
     stale = _lock_matches(project)
     assert stale.returncode != 0, stale.stdout + stale.stderr
 
@@ -180,8 +180,7 @@ def _scheduled_run(
     log = tmp_path / "forge.log"
     log.unlink(missing_ok=True)
     env = {
-        **os.environ,
-        **RENDER_MAKE_ENV,
+        **without_make_variables(os.environ),
         "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}",
         "COPIER": COPIER_BIN,
         "FAKE_FORGE_STATE": str(tmp_path / "forge.json"),

@@ -37,11 +37,11 @@ import pytest
 import yaml
 from packaging.version import Version
 
+from fleet.environment import without_make_variables
 from fleet.ownership import MAP_FILE
 from fleet.ownership import parse as parse_ownership
 from tests.interpreters import DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS, reported_version
 from tests.support import (
-    RENDER_MAKE_ENV,
     REPO_ROOT,
     changelog_commit,
     clear_tree,
@@ -266,10 +266,10 @@ def _moved_to_httpx2(path: str, text: bytes) -> bytes:
 
 def _passes_its_own_checks(project: Path) -> str:
     """Scenario (e): the render's own workflow, as CI runs it. Returns the test run's output."""
-    run(["make", "install"], cwd=project, env=RENDER_MAKE_ENV)
-    run(["make", "lint"], cwd=project, env=RENDER_MAKE_ENV)
-    run(["make", "typecheck"], cwd=project, env=RENDER_MAKE_ENV)
-    result = run(["make", "test"], cwd=project, env=RENDER_MAKE_ENV)
+    run(["make", "install"], cwd=project)
+    run(["make", "lint"], cwd=project)
+    run(["make", "typecheck"], cwd=project)
+    result = run(["make", "test"], cwd=project)
     assert re.search(r"\d+ passed", result.stdout), result.stdout
     assert " failed" not in result.stdout.splitlines()[-1], result.stdout
     # `uv sync` writes a lock file; leave the tree as the update left it.
@@ -565,7 +565,7 @@ def test_c_real_conflict_yields_inline_markers_that_make_lint_rejects(conflicted
     lint = subprocess.run(
         ["make", "lint"],
         cwd=project,
-        env={**os.environ, **RENDER_MAKE_ENV},
+        env=without_make_variables(os.environ),
         capture_output=True,
         text=True,
         check=False,
@@ -834,11 +834,11 @@ def python_moved(
     python_for(OLDEST_PYTHON)
     project = tmp_path_factory.mktemp("python-move") / "svc"
     copy_project(versions.repo, project, NEW, {"python_version": OLDEST_PYTHON})
-    run(["make", "install"], cwd=project, env=RENDER_MAKE_ENV)
+    run(["make", "install"], cwd=project)
     assert _venv_python(project) == OLDEST_PYTHON
     commit_all(project, "Lock dependencies")
     data = f"DATA=python_version={DEFAULT_PYTHON_VERSION}"
-    run(["make", "update", f"COPIER={COPIER_BIN}", data], cwd=project, env=RENDER_MAKE_ENV)
+    run(["make", "update", f"COPIER={COPIER_BIN}", data], cwd=project)
     return _record(project)
 
 
@@ -888,17 +888,15 @@ def test_make_update_in_a_render_updates_to_the_newer_local_template_version(
 ) -> None:
     project = copy_project(versions.repo, tmp_path / "svc", OLD)
     # By default the service's own Copier (a dev dependency) runs; VCS_REF picks a version.
-    dry_run = run(["make", "-n", "update"], cwd=project, env=RENDER_MAKE_ENV).stdout
+    dry_run = run(["make", "-n", "update"], cwd=project).stdout
     assert (
         "uv run --frozen --quiet copier update --trust --conflict inline --defaults" in dry_run
     ), dry_run
     assert "--vcs-ref" not in dry_run
-    pinned = run(
-        ["make", "-n", "update", f"VCS_REF={OLD}"], cwd=project, env=RENDER_MAKE_ENV
-    ).stdout
+    pinned = run(["make", "-n", "update", f"VCS_REF={OLD}"], cwd=project).stdout
     assert f'--vcs-ref "{OLD}"' in pinned, pinned
 
-    result = run(["make", "update", f"COPIER={COPIER_BIN}"], cwd=project, env=RENDER_MAKE_ENV)
+    result = run(["make", "update", f"COPIER={COPIER_BIN}"], cwd=project)
     assert "resolve conflict markers" in result.stdout, result.stdout
     assert _answers(project)["_commit"] == NEW
     assert (conflict_markers(project), rejected_hunks(project)) == ([], [])
