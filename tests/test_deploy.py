@@ -242,3 +242,54 @@ def test_servicemonitor_is_an_opt_in_component(tmp_path: Path) -> None:
     assert "components" not in staging
     assert not (bare / "deploy/components").exists()
     assert "components" not in (bare / "deploy/overlays/production/kustomization.yaml").read_text()
+
+
+ORDERS_DOWNSTREAM = """
+
+class OrdersServiceSettings(DownstreamSettings):
+    base_url: AnyHttpUrl = AnyHttpUrl("http://orders-api:8000")
+"""
+ORDERS_EGRESS = """    - to:
+        - podSelector:
+            matchLabels:
+              app.kubernetes.io/name: orders-api
+      ports:
+        - port: 8000
+          protocol: TCP
+"""
+
+
+@pytest.mark.render
+def test_a_declared_downstream_without_an_egress_rule_fails_deploy_check(
+    installed: Path, tmp_path: Path
+) -> None:
+    deploy = shutil.copytree(installed / "deploy", tmp_path / "deploy")
+    settings = installed / "src/my_service/settings.py"
+    original = settings.read_text()
+    fast = {"KUBERNETES_VERSIONS": "1.37.0", "CHECKOV": "true"}
+    try:
+        settings.write_text(
+            original.replace("\n\nclass Settings(", ORDERS_DOWNSTREAM + "\n\nclass Settings(", 1)
+            + "    orders_service: OrdersServiceSettings = OrdersServiceSettings()\n"
+        )
+        out = _failing_deploy_check(installed, deploy, **fast)
+        assert (
+            "downstream orders_service (orders-api:8000) has no egress rule in the NetworkPolicy"
+            in out
+        ), out
+        assert "app.kubernetes.io/name: orders-api, port 8000" in out
+        assert "users_service" not in out  # the example's rule is there
+        policy = deploy / "base/networkpolicy.yaml"
+        policy.write_text(policy.read_text() + ORDERS_EGRESS)
+        passed = subprocess.run(
+            ["uv", "run", "--script", str(deploy / "check.py")],
+            cwd=installed,
+            env={**os.environ, **REQUIRED_ENV, **fast},
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert passed.returncode == 0, passed.stdout + passed.stderr
+    finally:
+        settings.write_text(original)
