@@ -22,8 +22,8 @@ platform's part as the update left it. "Before the update" is the index as Copie
 
 Argument: the template checkout (``_copier_conf.src_path``), for the ownership map's glob
 matcher (the render's ``tools/ownership.py``, through ``fleet/ownership.py``). It runs in the
-project's root, never commits, and never touches the network. A service without an ownership map (rendered before 0.2.0) has nothing
-for it to do: the 0.2.0 migration handles its seams.
+project's root, never commits, and never touches the network. A service without an ownership
+map (rendered before 0.2.0) has nothing for it to do: the 0.2.0 migration handles its seams.
 """
 
 from __future__ import annotations
