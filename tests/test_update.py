@@ -887,12 +887,17 @@ def test_make_update_in_a_render_updates_to_the_newer_local_template_version(
     versions: TemplateVersions, tmp_path: Path, fresh: Path
 ) -> None:
     project = copy_project(versions.repo, tmp_path / "svc", OLD)
-    # By default the service's own Copier (a dev dependency) runs; VCS_REF picks a version.
+    # By default the service's own Copier (a dev dependency, from uv.lock) runs; before the
+    # first `make install` there is no lock, and uv fetches the same major version.
+    flags = "copier update --trust --conflict inline --defaults"
     dry_run = run(["make", "-n", "update"], cwd=project).stdout
-    assert (
-        "uv run --frozen --quiet copier update --trust --conflict inline --defaults" in dry_run
-    ), dry_run
+    assert f'uv tool run --from "copier>=9.19,<10" {flags}' in dry_run, dry_run
     assert "--vcs-ref" not in dry_run
+    (project / "uv.lock").touch()
+    locked = run(["make", "-n", "update"], cwd=project).stdout
+    (project / "uv.lock").unlink()
+    assert f"uv run --frozen --quiet {flags}" in locked, locked
+    # VCS_REF picks a version.
     pinned = run(["make", "-n", "update", f"VCS_REF={OLD}"], cwd=project).stdout
     assert f'--vcs-ref "{OLD}"' in pinned, pinned
 
