@@ -45,9 +45,9 @@ test: bootstrap  ## Run the template tests (renders every variant, runs its work
 	  echo "No Debian tree: the tests of Python 3.14 and 3.15 will be skipped" >&2; fi; \
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup $(PYTEST_ARGS)
 
-lint: bootstrap  ## Lint the template repository's own Python (tests, hooks, fleet, tools)
-	$(BIN)/ruff check tests hooks fleet tools
-	$(BIN)/ruff format --check tests hooks fleet tools
+lint: bootstrap  ## Lint the template repository's own Python (tests, hooks, fleet, tools, bench)
+	$(BIN)/ruff check tests hooks fleet tools bench
+	$(BIN)/ruff format --check tests hooks fleet tools bench
 
 # The documentation site (mkdocs.yml, docs/): strict, so a warning, a broken link or a page left
 # out of the navigation fails the build. `make test` builds it too (tests/test_docs.py).

@@ -69,14 +69,14 @@ REVERTS = [
     ),
     Revert(
         "cookies:kept",
-        "plain httpx.AsyncClient: a cookie jar kept, httpx's send for every call",
+        "plain httpx2.AsyncClient: a cookie jar kept, httpx2's send for every call",
         "core/http_client.py",
         "return _SharedClient(",
-        "return httpx.AsyncClient(",
+        "return httpx2.AsyncClient(",
     ),
     Revert(
         "send:httpx",
-        "httpx's own send for every call (auth flow, redirect loop, hooks, stream wrapper)",
+        "httpx2's own send for every call (auth flow, redirect loop, hooks, stream wrapper)",
         "core/http_client.py",
         "        if not self._sends_as_is(request, stream, auth, follow_redirects):",
         "        if True:",
@@ -247,7 +247,7 @@ def main() -> None:
         plan.append(
             service(
                 "pool:httpx",
-                "httpx's own pool instead of aiohttp (HTTP__TRANSPORT=httpx)",
+                "httpx2's own pool instead of aiohttp (HTTP__TRANSPORT=httpx)",
                 project,
                 python,
                 **{f"{PREFIX}HTTP__TRANSPORT": "httpx"},

@@ -34,7 +34,9 @@ def pick(found: dict[str, str], prefix: str) -> str:
 
 
 def table_only(body: str) -> str:
-    return "\n".join(line for line in body.splitlines() if line.startswith("|"))
+    """The section's table, or its text where the run has no table (a profile skipped)."""
+    table = "\n".join(line for line in body.splitlines() if line.startswith("|"))
+    return table or body.split("\n\n")[0]
 
 
 def main() -> None:

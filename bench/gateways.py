@@ -7,9 +7,9 @@ Each is the smallest FastAPI app that does what the rendered service's ``GET /us
 no logging, tracing, retries, breaker or metrics. They run under the same uvicorn settings as
 the rendered service (uvloop, httptools, no access log).
 
-- C: one shared ``httpx.AsyncClient`` on httpx's default transport (the seed's client).
+- C: one shared ``httpx2.AsyncClient`` on httpx2's default transport (the seed's client).
 - D: one shared ``aiohttp.ClientSession``.
-- E: the seed's anti-pattern: a new ``httpx.AsyncClient`` for every request.
+- E: the seed's anti-pattern: a new ``httpx2.AsyncClient`` for every request.
 - F: no outbound call at all: the ceiling of FastAPI and uvicorn on this machine.
 """
 
@@ -36,15 +36,15 @@ def _check(status: int) -> None:
 
 
 def shared_httpx(downstream: str) -> FastAPI:
-    import httpx
+    import httpx2
 
-    state: dict[str, httpx.AsyncClient] = {}
+    state: dict[str, httpx2.AsyncClient] = {}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        state["client"] = httpx.AsyncClient(
-            timeout=httpx.Timeout(5.0, connect=1.0),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
+        state["client"] = httpx2.AsyncClient(
+            timeout=httpx2.Timeout(5.0, connect=1.0),
+            limits=httpx2.Limits(max_connections=200, max_keepalive_connections=100),
         )
         yield
         await state["client"].aclose()
@@ -87,14 +87,14 @@ def shared_aiohttp(downstream: str) -> FastAPI:
 
 
 def client_per_request(downstream: str) -> FastAPI:
-    import httpx
+    import httpx2
 
     app = FastAPI()
 
     @app.get("/users/{user_id}")
     async def read_user(user_id: int) -> User:
         # The seed's anti-pattern, on purpose: a new client (and pool) for every call.
-        async with httpx.AsyncClient() as client:
+        async with httpx2.AsyncClient() as client:
             response = await client.get(f"{downstream}/users/{user_id}")
         _check(response.status_code)
         return User.model_validate_json(response.content)

@@ -26,21 +26,21 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
+import httpx2
 from opentelemetry import trace
 
 BODY = b'{"id":3,"name":"user-3","email":"user-3@example.com"}'
 DOWNSTREAM = "http://users.bench"
 
 
-class InstantTransport(httpx.AsyncBaseTransport):
+class InstantTransport(httpx2.AsyncBaseTransport):
     """The downstream's answer, without a network."""
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return httpx.Response(
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(
             200,
             headers=[("content-type", "application/json"), ("content-length", str(len(BODY)))],
-            stream=httpx.ByteStream(BODY),
+            stream=httpx2.ByteStream(BODY),
             request=request,
         )
 
@@ -204,8 +204,8 @@ def variants(b: Bench) -> dict[str, Callable[[], contextlib.AbstractContextManag
         "tracing off (no-op tracer)": no_tracing,
         "metrics off": no_metrics,
         "retry loop off (one attempt, no stamina)": no_stamina,
-        "UNDONE: httpx's own send for every call": lambda: undone(
-            shared, "send", httpx.AsyncClient.send
+        "UNDONE: httpx2's own send for every call": lambda: undone(
+            shared, "send", httpx2.AsyncClient.send
         ),
         "UNDONE: a new cookie jar on each access": lambda: undone(
             shared, "cookies", property(lambda _: b.mod["http_client"]._NoCookies())

@@ -21,11 +21,11 @@ gateways a team would write by hand. `make bench` runs it; it takes about 8-9 mi
 Scenarios (``GET /users/{id}``, the service calls the stub's ``/users/{id}`` and returns it):
   A  the rendered service, full default stack (aiohttp pool, JSON logs, tracing with sample ratio
      1 and no exporter, retries, breaker, metrics)
-  B  the same with one option changed: httpx's own pool, sample ratio 0, OTLP export on (to the
+  B  the same with one option changed: httpx2's own pool, sample ratio 0, OTLP export on (to the
      stub), logging off (level WARNING), metrics left out of the render (c=32 only)
-  C  plain FastAPI, one shared httpx.AsyncClient, default transport
+  C  plain FastAPI, one shared httpx2.AsyncClient, default transport
   D  plain FastAPI, one shared aiohttp.ClientSession
-  E  plain FastAPI, a new httpx.AsyncClient per request (the seed's anti-pattern)
+  E  plain FastAPI, a new httpx2.AsyncClient per request (the seed's anti-pattern)
   F  plain FastAPI, no outbound call (the ceiling)
 """
 
@@ -407,8 +407,8 @@ _CATEGORIES = [
     ("structlog", "structlog"),
     ("opentelemetry", "opentelemetry"),
     ("prometheus_client", "prometheus_client"),
-    ("httpx/", "httpx client"),
-    ("httpcore", "httpcore"),
+    ("httpx2/", "httpx2 client"),
+    ("httpcore2", "httpcore2"),
     ("aiohttp", "aiohttp"),
     ("yarl", "aiohttp"),
     ("multidict", "aiohttp"),
@@ -449,11 +449,12 @@ def summarize_profile(raw: Path) -> dict[str, Any]:
     return {"samples": total, "self_time_percent_by_library": share, "top_functions": top}
 
 
-def profile(binary: str, service: Scenario, seconds: int, out: Path) -> dict[str, Any] | None:
+def profile(binary: str, service: Scenario, seconds: int, out: Path) -> dict[str, Any]:
+    """py-spy's self time by library for ``service`` under load, or ``{"skipped": reason}``."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         say("profile: py-spy not found, skipped")
-        return None
+        return {"skipped": "py-spy not found"}
     say(f"profile: py-spy on {service.key} for {seconds}s at c=32")
     load = threading.Thread(target=wrk, args=(binary, service.url, 32, seconds + 2))
     load.start()
@@ -480,8 +481,10 @@ def profile(binary: str, service: Scenario, seconds: int, out: Path) -> dict[str
     )
     load.join()
     if recorded.returncode != 0 or not out.exists():
-        say(f"profile: py-spy failed, skipped: {recorded.stderr.strip()[-300:]}")
-        return None
+        errors = [line for line in recorded.stderr.splitlines() if line.startswith("Error")]
+        reason = f"py-spy failed: {errors[0] if errors else recorded.stderr.strip()[-300:]}"
+        say(f"profile: {reason}, skipped")
+        return {"skipped": reason}
     out.write_text(shorten_paths(out.read_text()))
     return summarize_profile(out)
 
@@ -552,7 +555,7 @@ def scenarios(
         service("A", "rendered service, full default stack", "A", default, all_c),
         service(
             "B:httpx-pool",
-            "A with HTTP__TRANSPORT=httpx (httpx's own pool)",
+            "A with HTTP__TRANSPORT=httpx (httpx2's own pool)",
             "B",
             default,
             b_c,
@@ -583,9 +586,9 @@ def scenarios(
             LOG_LEVEL="WARNING",
         ),
         service("B:no-metrics", "A rendered with include_metrics=false", "B", no_metrics, b_c),
-        gateway("C", "plain FastAPI, shared httpx.AsyncClient"),
+        gateway("C", "plain FastAPI, shared httpx2.AsyncClient"),
         gateway("D", "plain FastAPI, shared aiohttp.ClientSession"),
-        gateway("E", "plain FastAPI, new httpx.AsyncClient per request"),
+        gateway("E", "plain FastAPI, new httpx2.AsyncClient per request"),
         gateway("F", "plain FastAPI, no outbound call (ceiling)"),
     ]
 
@@ -597,8 +600,8 @@ def versions(project: Path) -> dict[str, str]:
         "uvicorn",
         "uvloop",
         "httptools",
-        "httpx",
-        "httpcore",
+        "httpx2",
+        "httpcore2",
         "aiohttp",
         "opentelemetry-sdk",
         "structlog",
@@ -835,7 +838,9 @@ def markdown(result: dict[str, Any]) -> str:
             f"Flat and bounded: {'yes' if fd['flat_and_bounded'] else 'NO'}.",
         ]
     prof = result.get("profile")
-    if prof:
+    if prof and "skipped" in prof:
+        lines += ["", "## Where A's CPU goes", "", f"Not profiled in this run ({prof['skipped']})."]
+    elif prof:
         lines += [
             "",
             f"## Where A's CPU goes (py-spy, {prof['samples']} samples, self time)",
