@@ -42,3 +42,12 @@ def python_for() -> Callable[[str], Path]:
         return found
 
     return interpreter
+
+
+@pytest.fixture(scope="session")
+def releases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A template repository with the working tree as CURRENT and a synthetic NEXT release
+    tagged (tests/releases.py), with the rendered paths NEXT changes; built once per worker."""
+    from tests.releases import build_releases
+
+    return build_releases(tmp_path_factory)

@@ -1,18 +1,15 @@
 """The update-safe layout: the ownership map, the drift report, and the promise that a template
 release never conflicts with a service customized in its own seams.
 
-``NEXT`` is a synthetic next release built from the working tree: it changes every
-template-owned file (a marker line in each) and the template's parts of the shared files (a
-platform setting in .env.example, a platform dependency in pyproject.toml). A service rendered
-from the working tree (``CURRENT``) and customized heavily in every team-owned seam is updated
-to it. Renders are shared within the module (an xdist group keeps them on one worker).
+A service rendered from the working tree (``CURRENT``) and customized heavily in every
+team-owned seam is updated to a synthetic next release (``NEXT``, tests/releases.py). Renders
+are shared within the module (an xdist group keeps them on one worker).
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,29 +18,21 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.releases import CURRENT, NEXT, PACKAGE, check_update, ownership_tool
 from tests.support import (
     OFFLINE,
     REPO_ROOT,
     commit_all,
-    conflict_markers,
     copy_project,
-    copy_working_tree,
     git,
-    init_repo,
     project_files,
-    rejected_hunks,
     render,
     replace_once,
     run,
-    unmerged_paths,
     update_project,
 )
 from tests.test_deploy import KUBECTL
 from tests.test_fleet import GLOB_CASES
-
-PACKAGE = "my_service"
-CURRENT = "1.0.0"
-NEXT = "1.1.0"
 
 # The variants whose maps are checked: the defaults and every optional part switched off.
 MAP_VARIANTS: dict[str, dict[str, Any]] = {
@@ -58,25 +47,13 @@ MAP_VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _ownership_tool(project: Path) -> Any:
-    """The render's tools/ownership.py, imported (it needs only PyYAML and Copier)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("ownership", project / "tools/ownership.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ownership"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 # --- The map ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("variant", MAP_VARIANTS)
 def test_every_rendered_file_has_exactly_one_owner(tmp_path: Path, variant: str) -> None:
     project = render(tmp_path / "svc", MAP_VARIANTS[variant])
-    tool = _ownership_tool(project)
+    tool = ownership_tool(project)
     ownership = tool.load_map(project)
     owners = {path: tool.owners(path, ownership) for path in project_files(project)}
     assert {path: kinds for path, kinds in owners.items() if len(kinds) != 1} == {}
@@ -93,79 +70,16 @@ def test_every_rendered_file_has_exactly_one_owner(tmp_path: Path, variant: str)
 def test_team_owned_files_are_exactly_what_copier_skips_if_they_exist(tmp_path: Path) -> None:
     """The map's team_owned list and copier.yml's _skip_if_exists say the same thing."""
     project = render(tmp_path / "svc")
-    ownership = _ownership_tool(project).load_map(project)
+    ownership = ownership_tool(project).load_map(project)
     config = yaml.safe_load((REPO_ROOT / "copier.yml").read_text())
     skipped = {item.replace("{{ package_name }}", PACKAGE) for item in config["_skip_if_exists"]}
     assert set(ownership["team_owned"]) == skipped
 
 
 def test_a_renders_matcher_passes_the_one_table_of_glob_cases(tmp_path: Path) -> None:
-    tool = _ownership_tool(render(tmp_path / "svc"))
+    tool = ownership_tool(render(tmp_path / "svc"))
     wrong = [case for case in GLOB_CASES if tool.matches(case[0], case[1]) is not case[2]]
     assert wrong == []
-
-
-# --- Template versions --------------------------------------------------------------------------
-
-
-def _marker_line(path: str) -> str:
-    if path.endswith(".md"):
-        return f"\n<!-- next release: {path} -->\n"
-    if path.endswith(".py"):  # two blank lines, as ruff format wants before a top-level comment
-        return f"\n\n# next release: {path}\n"
-    return f"# next release: {path}\n"
-
-
-def _rendered_path(source: str) -> str:
-    """Where the default answers render the template source file ``source``."""
-    path = source.removeprefix("template/").replace("{{package_name}}", PACKAGE)
-    path = re.sub(r"\{% if [^%]*%\}(.*?)\{% endif %\}", r"\1", path)
-    return path.removesuffix(".jinja")
-
-
-def make_next_release(tree: Path, ownership: dict[str, list[str]], tool: Any) -> list[str]:
-    """Change every template-owned file of the template in ``tree`` and the template's parts of
-    the shared ones; return the rendered paths changed."""
-    changed = []
-    for source in sorted((tree / "template").rglob("*")):
-        relative = source.relative_to(tree).as_posix()
-        rendered = _rendered_path(relative)
-        if not source.is_file() or rendered == ".copier-answers.yml":
-            continue
-        if tool.owners(rendered, ownership) != ["template_owned"]:
-            continue
-        text = source.read_text()
-        marker = _marker_line(rendered)
-        if not text.strip():  # an empty file: no blank lines before its only line
-            text, marker = "", marker.lstrip("\n")
-        source.write_text(text + ("" if text.endswith("\n") or not text else "\n") + marker)
-        changed.append(rendered)
-    env = tree / "template/.env.example.jinja"
-    env.write_text(
-        env.read_text().replace(
-            "# (End of the platform's settings.)\n",
-            "# A platform setting the next release adds\n# (End of the platform's settings.)\n",
-        )
-    )
-    pyproject = tree / "template/pyproject.toml.jinja"
-    pyproject.write_text(
-        pyproject.read_text().replace('"uvicorn[standard]>=0.50",', '"uvicorn[standard]>=0.50.0",')
-    )
-    return changed
-
-
-@pytest.fixture(scope="module")
-def releases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
-    """A template repository with CURRENT (the working tree) and NEXT tagged."""
-    tree = copy_working_tree(tmp_path_factory.mktemp("snapshot") / "tree")
-    probe = render(tmp_path_factory.mktemp("probe") / "svc", src=tree, vcs_ref=None)
-    tool = _ownership_tool(probe)
-    repo = init_repo(tmp_path_factory.mktemp("template") / "repo")
-    shutil.copytree(tree, repo, dirs_exist_ok=True)
-    commit_all(repo, f"Release {CURRENT}", tag=CURRENT)
-    changed = make_next_release(repo, tool.load_map(probe), tool)
-    commit_all(repo, f"Release {NEXT}", tag=NEXT)
-    return repo, changed
 
 
 # --- Drift --------------------------------------------------------------------------------------
@@ -454,19 +368,10 @@ def test_next_release_updates_a_customized_service_without_conflicts(
 ) -> None:
     project, before = updated_to_next
     _, changed = releases
-    assert (conflict_markers(project), rejected_hunks(project)) == ([], [])
-    assert unmerged_paths(project) == []
-    after = project_files(project)
-    # Every template change arrived.
-    missing = [path for path in changed if _marker_line(path).strip() not in after[path].decode()]
-    assert changed and missing == []
+    after = check_update(project, before, changed)
     assert b"# A platform setting the next release adds" in after[".env.example"]
     assert b'"uvicorn[standard]>=0.50.0",' in after["pyproject.toml"]
-    # Every team edit is intact: team-owned files byte for byte, shared files with the edits.
-    tool = _ownership_tool(project)
-    ownership = tool.load_map(project)
-    team_files = [p for p in before if tool.owners(p, ownership) in (["team_owned"], [])]
-    assert [p for p in team_files if after.get(p) != before[p]] == []
+    # The team's edits in the shared files are intact.
     assert after[".env.example"].decode().endswith(ENV_LINES)
     assert after["README.md"].decode().endswith(README_SECTION)
     assert b'    "anyio>=4",\n' in after["pyproject.toml"]

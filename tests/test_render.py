@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.interpreters import DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS, reported_version
-from tests.support import pytest_summary, render, run
+from tests.support import project_files, pytest_summary, render, run
 
 # One render per answer that changes what is rendered; each flips one question from its default.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -66,8 +66,28 @@ def _leftover_jinja(project: Path) -> list[str]:
     return found
 
 
+# Variants whose render differs from the defaults' only in files that no step of the render's
+# workflow reads (CI configuration, the ownership map, the catalog entry): the workflow would run
+# on the same inputs, so it runs once, under "defaults", and a test checks that the inputs match.
+SAME_WORKFLOW_AS_DEFAULTS = ("gitlab", "no-ci")
+WORKFLOW_VARIANTS = {k: v for k, v in VARIANTS.items() if k not in SAME_WORKFLOW_AS_DEFAULTS}
+# What `make install`, `lint`, `typecheck` and `test` read, besides every Python file.
+WORKFLOW_FILES = ("pyproject.toml", "uv.lock", "Makefile", ".python-version", ".env.example")
+WORKFLOW_DIRS = ("src/", "tests/", "tools/", "typings/")
+
+
+def _workflow_inputs(project: Path) -> dict[str, bytes]:
+    return {
+        path: content
+        for path, content in project_files(project).items()
+        if path.endswith((".py", ".pyi"))
+        or path in WORKFLOW_FILES
+        or path.startswith(WORKFLOW_DIRS)
+    }
+
+
 @pytest.mark.render
-@pytest.mark.parametrize("answers", VARIANTS.values(), ids=VARIANTS.keys())
+@pytest.mark.parametrize("answers", WORKFLOW_VARIANTS.values(), ids=WORKFLOW_VARIANTS.keys())
 def test_render_passes_its_own_checks(
     tmp_path: Path, answers: dict[str, Any], python_for: Callable[[str], Path]
 ) -> None:
@@ -85,6 +105,22 @@ def test_render_passes_its_own_checks(
     summary = pytest_summary(result.stdout)
     assert re.match(r"\d+ passed", summary), summary
     assert "skipped" not in summary and "failed" not in summary, summary
+
+
+@pytest.mark.parametrize("variant", SAME_WORKFLOW_AS_DEFAULTS)
+def test_a_variant_checked_as_the_defaults_gives_the_workflow_the_same_inputs(
+    tmp_path: Path, variant: str
+) -> None:
+    """Its checks are the defaults' run: every file the workflow reads is the defaults' own."""
+    project = render(tmp_path / variant, VARIANTS[variant])
+    defaults = render(tmp_path / "defaults")
+    assert _leftover_jinja(project) == []
+    inputs, expected = _workflow_inputs(project), _workflow_inputs(defaults)
+    assert "pyproject.toml" in inputs and any(path.startswith("src/") for path in inputs)
+    assert [
+        path for path in inputs.keys() | expected.keys() if inputs.get(path) != expected.get(path)
+    ] == []
+    assert project_files(project) != project_files(defaults)  # it is a variant: CI files differ
 
 
 def test_answers_change_what_is_rendered(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 tests. Each test renders the template, customizes it only in team-owned files the way the docs
 say (tuned downstream defaults, a validated and a required setting with its value in
 tests/test.env, two downstreams of its own, one called with POST and an idempotency key, the
-example client removed) and runs the render's own checks."""
+example client removed) and runs the render's own checks; the orders service does so after an
+update to a synthetic next release (tests/releases.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import pytest_summary, render, replace_once, run
+from tests.releases import CURRENT, NEXT, check_update
+from tests.support import (
+    commit_all,
+    copy_project,
+    project_files,
+    pytest_summary,
+    render,
+    replace_once,
+    run,
+    update_project,
+)
 
 pytestmark = pytest.mark.render
 
@@ -311,14 +322,17 @@ def _checks(project: Path) -> None:
     _passed(run(["make", "test"], cwd=project).stdout)
 
 
-def test_an_orders_service_without_the_example_passes_every_platform_test(
-    tmp_path: Path,
+def test_an_orders_service_without_the_example_updates_cleanly_and_passes_every_platform_test(
+    releases: tuple[Path, list[str]], tmp_path: Path
 ) -> None:
     """The issue's orders service: the example removed (deleted by the team, not by the
     question), an inventory and a payments downstream with tuned policies, a validated setting,
-    a required secret; unit tests, and the e2e suite (the platform's checks through their own
-    probe route, the team's POST with an idempotency key through its stub route)."""
-    project = render(tmp_path / "orders")
+    a required secret. Rendered from CURRENT, updated to the synthetic NEXT release (no
+    conflict, the template's changes in, the team's files as they were, the example still
+    gone), then its checks: unit tests, and the e2e suite (the platform's checks through their
+    own probe route, the team's POST with an idempotency key through its stub route)."""
+    repo, changed = releases
+    project = copy_project(repo, tmp_path / "orders", CURRENT)
     package = project / "src/my_service"
     for example in EXAMPLE_FILES:
         (project / example).unlink()
@@ -333,6 +347,13 @@ def test_an_orders_service_without_the_example_passes_every_platform_test(
     (project / "tests/e2e/test_orders_e2e.py").write_text(ORDERS_E2E)
     _append(project / ".env.example", ORDERS_ENV_EXAMPLE)
     assert "users" not in stub_routes.read_text()
+    commit_all(project, "Our orders service")
+    before = project_files(project)
+
+    update_project(project, NEXT)
+    after = check_update(project, before, changed)
+    assert [example for example in EXAMPLE_FILES if example in after] == []
+    assert after[".env.example"].decode().endswith(ORDERS_ENV_EXAMPLE)
 
     _checks(project)
     if not os.environ.get("BASE_IMAGE") and not REQUIRED:
@@ -349,16 +370,13 @@ def test_an_orders_service_without_the_example_passes_every_platform_test(
         assert re.search(rf"{name} PASSED", result.stdout), f"{name}: {summary}"
 
 
-@pytest.mark.parametrize(
-    "breaker",
-    ['{"minimum_calls": 5}', '{"open_seconds": 30}'],
-    ids=["minimum_calls", "open_seconds"],
-)
 def test_tuned_defaults_validated_and_required_settings_leave_platform_tests_alone(
-    tmp_path: Path, breaker: str
+    tmp_path: Path,
 ) -> None:
     """The example kept, its breaker tuned in settings.py as docs/how-to/tune-resilience.md
-    says, with a validated setting and a required secret whose test value is in tests/test.env."""
+    says (each of the two tunings failed platform tests once), with a validated setting and a
+    required secret whose test value is in tests/test.env."""
+    breaker = '{"minimum_calls": 5, "open_seconds": 30}'
     project = render(tmp_path / "service")
     settings = project / "src/my_service/settings.py"
     replace_once(
