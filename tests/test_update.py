@@ -15,7 +15,8 @@ there; this repository's own tags are never needed.
 - ``NEW``: the working tree, tagged with the newest version CHANGELOG.md or a migration names.
 
 Scenarios, by the issue's letters: (a) untouched, (b) customized, (c) real conflict, (d) the
-migration, (e) lint, types and tests after each update, (f) a second update, (g) every released
+migration, (e) lint, types and tests after each update (the untouched one is byte for byte a
+fresh copy, whose checks test_render runs), (f) a second update, (g) every released
 version to HEAD. Renders are shared within a scenario (module fixtures; an xdist group keeps a
 scenario's tests on one worker).
 """
@@ -421,7 +422,8 @@ def test_a_untouched_service_updates_without_conflicts_to_a_fresh_copy(
     assert untouched.markers == []
     assert untouched.rejects == []
     assert _answers(untouched.project)["_commit"] == NEW
-    # Byte for byte what a fresh copy renders. (A `_skip_if_exists` file keeps the content it had,
+    # Byte for byte what a fresh copy renders, so its checks are the fresh copy's, which
+    # tests/test_render.py runs (defaults). (A `_skip_if_exists` file keeps the content it had,
     # by design: a release that changes the runbook skeleton must exclude it here.)
     assert _differences(untouched.project, fresh) == []
 
@@ -431,14 +433,6 @@ def test_f_untouched_service_second_update_changes_nothing(untouched: Updated) -
     commit_all(untouched.project, "Update the template")
     update_project(untouched.project)
     assert git(untouched.project, "status", "--porcelain") == ""
-
-
-@pytest.mark.xdist_group("untouched")
-@pytest.mark.render
-def test_e_untouched_service_passes_lint_types_and_tests_after_the_update(
-    untouched: Updated,
-) -> None:
-    _passes_its_own_checks(untouched.project)
 
 
 # --- (b) a customized service and (d) the migration ---------------------------------------------
