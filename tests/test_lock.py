@@ -81,8 +81,13 @@ def test_make_sbom_lists_exactly_the_locked_runtime_packages(locked: tuple[Path,
     project, _ = locked
     run(["make", "sbom"], cwd=project, env=OFFLINE)
     text = (project / "sbom.cdx.json").read_text()
-    assert JsonStrictValidator(SchemaVersion.V1_5).validate_str(text) is None
+    validator = JsonStrictValidator(SchemaVersion.V1_5)
+    assert validator.validate_str(text) is None
     bom = json.loads(text)
+    # The validator checks formats too: one malformed download URL fails it.
+    broken = json.loads(text)
+    broken["components"][0]["externalReferences"][0]["url"] = "https://files.example/a b"
+    assert validator.validate_str(json.dumps(broken)) is not None
     assert bom["metadata"]["component"]["name"] == "my-service"
     listed = {(c["name"].lower(), c["version"]) for c in bom["components"]}
     runtime = _locked_runtime_packages(project)
