@@ -753,17 +753,9 @@ def test_example_removed_by_the_team_stays_removed_on_update(
     assert _misplaced(updated, expected) == []
 
 
-# Before the answer changes (the example deleted, the answer still true): the platform's tests
-# name no variable of the example's. The group runs in file order, so this runs before
-# `example_answered` updates the same service.
-@pytest.mark.xdist_group("no-example")
-@pytest.mark.render
-def test_example_removed_passes_lint_types_and_tests_before_the_answer(
-    example_removed: Updated,
-) -> None:
-    _passes_its_own_checks(example_removed.project)
-
-
+# Before the answer changes (the example deleted, the answer still true), the service's own
+# checks are tests/test_seams.py's: an orders service without the example updates to the next
+# release and passes lint, types, tests and e2e.
 @pytest.mark.xdist_group("no-example")
 def test_example_removed_then_answered_keeps_the_team_files(example_answered: Updated) -> None:
     updated = example_answered
