@@ -86,10 +86,24 @@ def test_own_client_fails_lint(project: Path, source: str, banned: str) -> None:
     assert "rogue.py" in result.stdout
 
 
-def test_client_module_is_the_one_exception(project: Path) -> None:
-    source = (project / "src/my_service/core/http_client.py").read_text()
-    # It names the banned classes (the shared client subclasses httpx2.AsyncClient, the pool
-    # builds an aiohttp.ClientSession), and lint passes there.
-    assert "(httpx2.AsyncClient)" in source
-    assert "aiohttp.ClientSession(" in source
+def test_client_and_pool_modules_are_the_exceptions(project: Path) -> None:
+    # They name the banned classes (the shared client subclasses httpx2.AsyncClient, the pool
+    # beneath it opens an aiohttp.ClientSession, on its one line exempted), and lint passes.
+    assert "(httpx2.AsyncClient)" in (project / "src/my_service/core/http_client.py").read_text()
+    pool = (project / "src/my_service/core/pool.py").read_text()
+    assert "= aiohttp.ClientSession  # noqa: TID251" in pool
     run(["make", "lint"], cwd=project)
+
+
+def test_the_pool_module_is_no_exception_for_httpx_clients(project: Path) -> None:
+    pool = project / "src/my_service/core/pool.py"
+    original = pool.read_text()
+    pool.write_text(original + "\n\nROGUE = httpx2.AsyncClient\n")
+    try:
+        result = subprocess.run(
+            ["make", "lint"], cwd=project, capture_output=True, text=True, check=False
+        )
+    finally:
+        pool.write_text(original)
+    assert result.returncode != 0
+    assert "`httpx2.AsyncClient` is banned" in result.stdout
