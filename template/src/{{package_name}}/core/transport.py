@@ -6,13 +6,16 @@ Per call it resolves the host's policy and deadline, then for each attempt:
 1. asks the host's circuit breaker (an open circuit raises ``CircuitOpenError``: nothing is sent,
    nothing is retried);
 2. opens a CLIENT span and injects ``traceparent``/``tracestate`` (W3C Trace Context);
-3. sends through the pooled base transport, with timeouts clipped to the time left;
+3. sends through the pool beneath (``core/pool.py``), with timeouts clipped to the time left;
 4. classifies the outcome, records it in the breaker, writes one log line and reports metrics;
    bounds the body (size, decoded size, deadline), and counts a body that fails as the
    downstream's failure;
 5. decides on another attempt through ``retry`` (method safety, Retry-After, deadline, the
    host's retry budget), in a loop of its own that keeps out of stamina's instrumentation
    hooks but follows stamina's active and testing switches.
+
+The steps of an attempt share one ``_Attempt``: the call's request, host, per-host state and
+deadline, and the attempt's number, breaker permit, span and start time.
 
 Cross-cutting behaviour lives here rather than in httpx2 event hooks or in each caller, so a
 caller cannot forget it and a reader finds the whole chain in one module.
@@ -32,7 +35,7 @@ import httpx2
 import stamina
 import structlog
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .breaker import BreakerPolicy, BreakerState, CircuitBreaker, Permit
@@ -78,13 +81,12 @@ class _BoundedBody(httpx2.AsyncByteStream):
     decompression bomb stops at the limit (``DecodedResponseTooLarge``).
 
     A body that fails (too large, cut short, too slow, undecodable) is the downstream's failure,
-    even under a 200: ``_BodyEnd`` records it in the breaker and writes its log line.
+    even under a 200: ``_Attempt.report`` records it in the breaker and writes its log line.
 
     It keeps no reference to its response: the response holds it (through httpx2's client's
     stream wrapper, which keeps ``elapsed`` itself), so reference counting frees the response,
     its request and the pool's objects as soon as the caller lets go, with no cycle for the
-    cyclic garbage collector. (httpx's wrapper referred back to the response: a cycle per call
-    that this class had to break when the body closed.)
+    cyclic garbage collector.
     """
 
     def __init__(
@@ -96,7 +98,7 @@ class _BoundedBody(httpx2.AsyncByteStream):
         deadline: float,
         clock: Callable[[], float],
         decoder: BoundedDecoder | None,
-        end: _BodyEnd,
+        end: _Attempt,
     ) -> None:
         self._inner = inner
         self._request = request
@@ -104,7 +106,7 @@ class _BoundedBody(httpx2.AsyncByteStream):
         self._deadline = deadline
         self._clock = clock
         self._decoder = decoder
-        self._end: _BodyEnd | None = end
+        self._end: _Attempt | None = end
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         received = 0
@@ -147,44 +149,6 @@ class _BoundedBody(httpx2.AsyncByteStream):
             await self._inner.aclose()
         finally:
             self._ended(None)  # closed unread or part-read by the caller: the downstream did well
-
-
-@dataclass(slots=True)
-class _BodyEnd:
-    """What the end of a response body reports to: the breaker's outcome of the attempt (when
-    its status was no failure, the outcome waits for the body), and for a body that failed, the
-    ``outbound.error`` line and the error as the attempt's outcome in metrics."""
-
-    request: httpx2.Request
-    host: str
-    breaker: CircuitBreaker
-    permit: Permit | None
-    observer: Observer
-    started: float
-    attempt: int
-    url: str
-
-    def report(self, error: httpx2.TransportError | None, *, abandoned: bool = False) -> None:
-        if self.permit is not None:
-            if abandoned:
-                self.breaker.release(self.permit)
-            else:
-                self.breaker.record(self.permit, failure=error is not None)
-        if error is None:
-            return
-        duration = time.perf_counter() - self.started
-        outcome = type(error).__name__
-        self.observer.outbound(self.host, self.request.method, outcome, duration)
-        log.warning(
-            "outbound.error",
-            method=self.request.method,
-            url=self.url,
-            host=self.host,
-            error=outcome,
-            duration_ms=round(duration * 1000, 2),
-            attempt=self.attempt,
-            phase="body",
-        )
 
 
 @dataclass(slots=True)
@@ -242,6 +206,76 @@ class Downstreams:
         self._observer.breaker_transition(host, old.value, new.value)
 
 
+@dataclass(slots=True)
+class _Attempt:
+    """One attempt of a call: what its steps share, and what the end of its response body
+    reports to (``report``). The first attempt is made per call; each retry takes ``next``."""
+
+    request: httpx2.Request
+    host: str
+    downstream: Downstream
+    deadline: float
+    timeouts: dict[str, float | None]  # the call's own, before clipping to the deadline
+    url: str  # redacted, for logs and spans
+    observer: Observer
+    number: int = 1
+    # The breaker's permit until the attempt's outcome is recorded (or the permit released).
+    permit: Permit | None = None
+    span: trace.Span = INVALID_SPAN
+    started: float = 0.0
+
+    def next(self) -> _Attempt:
+        """The call's next attempt."""
+        return _Attempt(
+            self.request,
+            self.host,
+            self.downstream,
+            self.deadline,
+            self.timeouts,
+            self.url,
+            self.observer,
+            self.number + 1,
+        )
+
+    def settle(self, *, failure: bool) -> None:
+        """Record the attempt's outcome in the breaker, unless it is recorded already."""
+        permit, self.permit = self.permit, None
+        if permit is not None:
+            self.downstream.breaker.record(permit, failure=failure)
+
+    def release(self) -> None:
+        """Give the permit back with no outcome (cancelled, or the pool's own failure)."""
+        permit, self.permit = self.permit, None
+        if permit is not None:
+            self.downstream.breaker.release(permit)
+
+    def report(self, error: httpx2.TransportError | None, *, abandoned: bool = False) -> None:
+        """The end of the response body: the breaker's outcome of the attempt (when its status
+        was no failure, the outcome waited for the body), and for a body that failed, the
+        ``outbound.error`` line and the error as the attempt's outcome in metrics."""
+        permit, self.permit = self.permit, None
+        if permit is not None:
+            if abandoned:
+                self.downstream.breaker.release(permit)
+            else:
+                self.downstream.breaker.record(permit, failure=error is not None)
+        if error is None:
+            return
+        duration = time.perf_counter() - self.started
+        outcome = type(error).__name__
+        self.observer.outbound(self.host, self.request.method, outcome, duration)
+        log.warning(
+            "outbound.error",
+            method=self.request.method,
+            url=self.url,
+            host=self.host,
+            error=outcome,
+            duration_ms=round(duration * 1000, 2),
+            attempt=self.number,
+            phase="body",
+        )
+
+
 class _Retryable(Exception):
     """An attempt's outcome that ``retry`` allows to retry; carries what to return or raise
     if no retry follows."""
@@ -297,15 +331,22 @@ class OutboundTransport(httpx2.AsyncBaseTransport):
         host = downstream_host(request.url)
         downstream = self._downstreams.get(host)
         downstream.budget.deposit()
-        deadline = self._clock() + downstream.retry.deadline
-        timeouts: dict[str, float | None] = dict(request.extensions.get("timeout") or {})
+        first = _Attempt(
+            request,
+            host,
+            downstream,
+            self._clock() + downstream.retry.deadline,
+            dict(request.extensions.get("timeout") or {}),
+            redact_url(request.url),
+            self._observer,
+        )
         # The first attempt runs outside the retry loop: the success path builds nothing for it.
         try:
-            return await self._attempt(request, host, downstream, 1, deadline, timeouts)
+            return await self._attempt(first)
         except _Retryable as failure:
-            first = failure
+            first_failure = failure
         try:
-            return await self._retry(request, host, downstream, deadline, timeouts, first)
+            return await self._retry(first, first_failure)
         except _Retryable as final:
             if final.response is not None:
                 return final.response
@@ -313,54 +354,35 @@ class OutboundTransport(httpx2.AsyncBaseTransport):
                 raise final.error from None
             raise
 
-    async def _retry(
-        self,
-        request: httpx2.Request,
-        host: str,
-        downstream: Downstream,
-        deadline: float,
-        timeouts: dict[str, float | None],
-        first: _Retryable,
-    ) -> httpx2.Response:
-        """Attempts 2..N, after the first attempt failed with ``first``.
+    async def _retry(self, first: _Attempt, failure: _Retryable) -> httpx2.Response:
+        """Attempts 2..N, after the ``first`` failed with ``failure``.
 
-        The loop is this module's rather than stamina's: stamina calls its instrumentation hooks
-        (``stamina.instrumentation``) for every retry it runs, process-wide, with no per-call
-        switch, and those hooks belong to the retries the service's own code writes with
-        stamina. This chain logs and counts its retries itself, with host and reason. It follows
-        stamina's process switches all the same: ``stamina.set_active(False)`` turns its retries
+        The loop is this module's, not stamina's, so that stamina's instrumentation hooks stay
+        the service's own: this chain logs and counts its retries itself, with host and reason.
+        It follows stamina's process switches: ``stamina.set_active(False)`` turns its retries
         off, and in ``stamina.set_testing(True)`` its waits are skipped."""
-        policy = downstream.retry
+        request = first.request
         no_retry = request.extensions.get(RETRY_EXTENSION) is False or not stamina.is_active()
-        max_attempts = 1 if no_retry else policy.max_attempts
-        failure, attempts = first, 1
+        max_attempts = 1 if no_retry else first.downstream.retry.max_attempts
+        attempt = first
         while True:
-            wait = self._next_wait(
-                request, host, downstream, failure, attempts, max_attempts, deadline
-            )
+            wait = self._next_wait(attempt, failure, max_attempts)
             if wait is None:
                 raise failure
             if not stamina.is_testing():
                 await asyncio.sleep(wait)
-            attempts += 1
+            attempt = attempt.next()
             try:
-                return await self._attempt(request, host, downstream, attempts, deadline, timeouts)
+                return await self._attempt(attempt)
             except _Retryable as retryable:
                 failure = retryable
 
-    def _next_wait(
-        self,
-        request: httpx2.Request,
-        host: str,
-        downstream: Downstream,
-        failure: _Retryable,
-        attempts: int,
-        max_attempts: int,
-        deadline: float,
-    ) -> float | None:
-        """Seconds to wait before the next attempt, or None to stop with ``failure``."""
-        if attempts >= max_attempts:
+    def _next_wait(self, attempt: _Attempt, failure: _Retryable, max_attempts: int) -> float | None:
+        """Seconds to wait before the attempt after ``attempt``, or None to stop with
+        ``failure``."""
+        if attempt.number >= max_attempts:
             return None
+        host, downstream = attempt.host, attempt.downstream
         policy = downstream.retry
         if failure.retry_after is not None:
             wait, source = failure.retry_after, "retry-after"
@@ -368,8 +390,8 @@ class OutboundTransport(httpx2.AsyncBaseTransport):
                 self._give_up(host, failure.reason, "retry_after_over_cap", wait)
                 return None
         else:
-            wait, source = full_jitter_backoff(attempts, policy, self._rng), "backoff"
-        if self._clock() + wait >= deadline:
+            wait, source = full_jitter_backoff(attempt.number, policy, self._rng), "backoff"
+        if self._clock() + wait >= attempt.deadline:
             self._give_up(host, failure.reason, "deadline", wait)
             return None
         if downstream.breaker.state is BreakerState.OPEN:
@@ -384,9 +406,9 @@ class OutboundTransport(httpx2.AsyncBaseTransport):
         log.info(
             "outbound.retry",
             host=host,
-            method=request.method,
+            method=attempt.request.method,
             reason=failure.reason,
-            attempt=attempts,
+            attempt=attempt.number,
             wait_s=round(wait, 3),
             wait_source=source,
         )
@@ -395,87 +417,60 @@ class OutboundTransport(httpx2.AsyncBaseTransport):
     def _give_up(self, host: str, reason: str, why: str, wait: float) -> None:
         log.info("outbound.retry_skipped", host=host, reason=reason, why=why, wait_s=round(wait, 3))
 
-    async def _attempt(
-        self,
-        request: httpx2.Request,
-        host: str,
-        downstream: Downstream,
-        attempt: int,
-        deadline: float,
-        timeouts: dict[str, float | None],
-    ) -> httpx2.Response:
+    async def _attempt(self, attempt: _Attempt) -> httpx2.Response:
         """One attempt, step by step: admit it, send it inside a client span with the trace
         headers, check the answer's size, account for it (breaker, span, metrics, log line),
         then return it or raise ``_Retryable`` for the retry loop to decide on."""
-        permit = self._admit(request, downstream, deadline, timeouts)
-        url = redact_url(request.url)
-        with self._client_span(request, url, attempt) as span:
+        self._admit(attempt)
+        request = attempt.request
+        with self._client_span(attempt) as span:
+            attempt.span = span
             # The W3C propagator writes traceparent, and tracestate when the context has one.
             _propagator.inject(request.headers)
-            started = time.perf_counter()
+            attempt.started = time.perf_counter()
             try:
                 response = await self._inner.handle_async_request(request)
             except httpx2.TransportError as exc:
-                self._failed(request, host, downstream, permit, exc, span, started, attempt, url)
+                self._failed(attempt, exc)
             except BaseException:
-                downstream.breaker.release(permit)  # cancelled: no outcome to record
+                attempt.release()  # cancelled: no outcome to record
                 raise
-            duration = time.perf_counter() - started
-            await self._refuse_oversized(
-                response, request, host, downstream, permit, span, started, attempt, url
-            )
+            duration = time.perf_counter() - attempt.started
+            await self._refuse_oversized(response, attempt)
             # A failure status is the outcome now; any other waits for the body's end.
-            failed = downstream.breaker.policy.counts_as_failure(response.status_code)
-            end = _BodyEnd(
-                request,
-                host,
-                downstream.breaker,
-                None if failed else permit,
-                self._observer,
-                started,
-                attempt,
-                url,
-            )
-            await self._bound_body(
-                response, request, deadline, timeouts, end, downstream, permit, span
-            )
+            failed = attempt.downstream.breaker.policy.counts_as_failure(response.status_code)
+            await self._bound_body(response, attempt)
             if failed:
-                downstream.breaker.record(permit, failure=True)
-            self._account(response, request, host, span, duration, attempt, url)
-            return await self._returned_or_retryable(response, request, downstream)
+                attempt.settle(failure=True)
+            self._account(response, attempt, duration)
+            return await self._returned_or_retryable(response, attempt)
 
-    def _admit(
-        self,
-        request: httpx2.Request,
-        downstream: Downstream,
-        deadline: float,
-        timeouts: dict[str, float | None],
-    ) -> Permit:
+    def _admit(self, attempt: _Attempt) -> None:
         """The breaker's permit for this attempt (``CircuitOpenError`` if none), and every
         phase's timeout clipped to the time left, so that the deadline bounds the call."""
-        permit = downstream.breaker.acquire()
-        remaining = deadline - self._clock()
+        breaker = attempt.downstream.breaker
+        permit = breaker.acquire()
+        remaining = attempt.deadline - self._clock()
         if remaining <= 0:
-            downstream.breaker.release(permit)
-            raise DeadlineExceeded("deadline exceeded before the attempt", request=request)
-        request.extensions["timeout"] = {
+            breaker.release(permit)
+            raise DeadlineExceeded("deadline exceeded before the attempt", request=attempt.request)
+        attempt.permit = permit
+        attempt.request.extensions["timeout"] = {
             phase: remaining if limit is None else min(limit, remaining)
-            for phase, limit in (timeouts or dict.fromkeys(_TIMEOUT_PHASES)).items()
+            for phase, limit in (attempt.timeouts or dict.fromkeys(_TIMEOUT_PHASES)).items()
         }
-        return permit
 
-    def _client_span(
-        self, request: httpx2.Request, url: str, attempt: int
-    ) -> AbstractContextManager[trace.Span]:
+    def _client_span(self, attempt: _Attempt) -> AbstractContextManager[trace.Span]:
         """The attempt's CLIENT span, with OpenTelemetry's HTTP client attributes."""
+        request = attempt.request
         attributes: dict[str, Any] = {
             "http.request.method": request.method,
             "server.address": request.url.host,
             "server.port": request.url.port or 0,
-            "url.full": url,
+            "url.full": attempt.url,
         }
-        if attempt > 1:
-            attributes["http.request.resend_count"] = attempt - 1
+        if attempt.number > 1:
+            attributes["http.request.resend_count"] = attempt.number - 1
         return self._tracer.start_as_current_span(
             request.method,
             kind=SpanKind.CLIENT,
@@ -484,52 +479,28 @@ class OutboundTransport(httpx2.AsyncBaseTransport):
             set_status_on_exception=False,
         )
 
-    async def _refuse_oversized(
-        self,
-        response: httpx2.Response,
-        request: httpx2.Request,
-        host: str,
-        downstream: Downstream,
-        permit: Permit,
-        span: trace.Span,
-        started: float,
-        attempt: int,
-        url: str,
-    ) -> None:
+    async def _refuse_oversized(self, response: httpx2.Response, attempt: _Attempt) -> None:
         """Fail the attempt, unread, when the declared body exceeds ``max_response_bytes``."""
         declared = response.headers.get("content-length", "")
         if not (declared.isdigit() and int(declared) > self._max_response_bytes):
             return
         await response.aclose()
-        downstream.breaker.record(permit, failure=True)
         msg = f"declared response body of {declared} bytes exceeds the limit"
-        error = ResponseTooLarge(msg, request=request)
-        self._failed(request, host, downstream, None, error, span, started, attempt, url)
+        self._failed(attempt, ResponseTooLarge(msg, request=attempt.request))
 
-    async def _bound_body(
-        self,
-        response: httpx2.Response,
-        request: httpx2.Request,
-        deadline: float,
-        timeouts: dict[str, float | None],
-        end: _BodyEnd,
-        downstream: Downstream,
-        permit: Permit,
-        span: trace.Span,
-    ) -> None:
+    async def _bound_body(self, response: httpx2.Response, attempt: _Attempt) -> None:
         """Make reading the body obey the size limit, decoded too, and a deadline: the call's,
         and at least one read timeout after the headers. A body in an encoding the client did
         not accept fails the attempt here, unread."""
         assert isinstance(response.stream, httpx2.AsyncByteStream)  # noqa: S101 - async transport
+        request = attempt.request
         try:
             decoder = decoder_for(response, limit=self._max_response_bytes, request=request)
         except UndecodableResponse as exc:
             await response.aclose()
-            downstream.breaker.record(permit, failure=True)
-            self._failed(
-                request, end.host, downstream, None, exc, span, end.started, end.attempt, end.url
-            )
-        read_timeout = timeouts.get("read")
+            self._failed(attempt, exc)
+        read_timeout = attempt.timeouts.get("read")
+        deadline = attempt.deadline
         body_deadline = (
             deadline if read_timeout is None else max(deadline, self._clock() + read_timeout)
         )
@@ -540,42 +511,35 @@ class OutboundTransport(httpx2.AsyncBaseTransport):
             deadline=body_deadline,
             clock=self._clock,
             decoder=decoder,
-            end=end,
+            end=attempt,
         )
 
-    def _account(
-        self,
-        response: httpx2.Response,
-        request: httpx2.Request,
-        host: str,
-        span: trace.Span,
-        duration: float,
-        attempt: int,
-        url: str,
-    ) -> None:
+    def _account(self, response: httpx2.Response, attempt: _Attempt, duration: float) -> None:
         """Record the answer: the span's status, metrics, the log line."""
         status = response.status_code
+        span = attempt.span
         span.set_attribute("http.response.status_code", status)
         if status >= 500:
             span.set_status(Status(StatusCode.ERROR))
-        self._observer.outbound(host, request.method, str(status), duration)
+        method = attempt.request.method
+        self._observer.outbound(attempt.host, method, str(status), duration)
         log.info(
             "outbound.response",
-            method=request.method,
-            url=url,
-            host=host,
+            method=method,
+            url=attempt.url,
+            host=attempt.host,
             status=status,
             duration_ms=round(duration * 1000, 2),
-            attempt=attempt,
+            attempt=attempt.number,
         )
 
     @staticmethod
     async def _returned_or_retryable(
-        response: httpx2.Response, request: httpx2.Request, downstream: Downstream
+        response: httpx2.Response, attempt: _Attempt
     ) -> httpx2.Response:
         """The response, or ``_Retryable`` (its body read and its connection released) when
         the policy retries its status."""
-        reason = retry_reason(downstream.retry, request, response=response)
+        reason = retry_reason(attempt.downstream.retry, attempt.request, response=response)
         if reason is None:
             return response
         await response.aread()
@@ -586,37 +550,25 @@ class OutboundTransport(httpx2.AsyncBaseTransport):
             retry_after=parse_retry_after(response.headers.get("retry-after")),
         )
 
-    def _failed(
-        self,
-        request: httpx2.Request,
-        host: str,
-        downstream: Downstream,
-        permit: Permit | None,
-        exc: httpx2.TransportError,
-        span: trace.Span,
-        started: float,
-        attempt: int,
-        url: str,
-    ) -> NoReturn:
+    def _failed(self, attempt: _Attempt, exc: httpx2.TransportError) -> NoReturn:
         """Record, log and classify a transport error; raise it, or ``_Retryable``."""
-        duration = time.perf_counter() - started
+        duration = time.perf_counter() - attempt.started
         outcome = type(exc).__name__
-        if permit is None:
-            pass  # already recorded by the caller
-        elif isinstance(exc, httpx2.PoolTimeout):
-            downstream.breaker.release(permit)  # our pool, not the downstream, is exhausted
+        host, request = attempt.host, attempt.request
+        if isinstance(exc, httpx2.PoolTimeout):
+            attempt.release()  # our pool, not the downstream, is exhausted
         else:
-            downstream.breaker.record(permit, failure=True)
-        span.set_status(Status(StatusCode.ERROR, outcome))
+            attempt.settle(failure=True)
+        attempt.span.set_status(Status(StatusCode.ERROR, outcome))
         self._observer.outbound(host, request.method, outcome, duration)
         log.warning(
             "outbound.error",
             method=request.method,
-            url=url,
+            url=attempt.url,
             host=host,
             error=outcome,
             duration_ms=round(duration * 1000, 2),
-            attempt=attempt,
+            attempt=attempt.number,
         )
         if isinstance(exc, httpx2.PoolTimeout):
             raise httpx2.PoolTimeout(
@@ -627,7 +579,7 @@ class OutboundTransport(httpx2.AsyncBaseTransport):
         reason = (
             None  # it would be the same again
             if isinstance(exc, ResponseTooLarge | UndecodableResponse)
-            else retry_reason(downstream.retry, request, error=exc)
+            else retry_reason(attempt.downstream.retry, request, error=exc)
         )
         if reason is None:
             raise exc
