@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Awaitable, Callable
+from typing import Literal
 
 import structlog
 from fastapi import APIRouter, Request
@@ -13,11 +14,11 @@ from starlette.responses import JSONResponse
 from .http_client import open_client, outbound_transport
 from .server import is_draining
 
-if TYPE_CHECKING:
-    from .app import ReadinessCheck
-
 router = APIRouter(tags=["health"])
 log = structlog.get_logger("health")
+
+ReadinessCheck = Callable[[], Awaitable[object]]
+"""A readiness check: ready unless it raises or returns ``False``."""
 
 
 @router.get("/healthz")
