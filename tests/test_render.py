@@ -72,7 +72,14 @@ def _leftover_jinja(project: Path) -> list[str]:
 SAME_WORKFLOW_AS_DEFAULTS = ("gitlab", "no-ci")
 WORKFLOW_VARIANTS = {k: v for k, v in VARIANTS.items() if k not in SAME_WORKFLOW_AS_DEFAULTS}
 # What `make install`, `lint`, `typecheck` and `test` read, besides every Python file.
-WORKFLOW_FILES = ("pyproject.toml", "uv.lock", "Makefile", ".python-version", ".env.example")
+WORKFLOW_FILES = (
+    "pyproject.toml",
+    "uv.lock",
+    "Makefile",
+    ".python-version",
+    ".env.example",
+    "docs/architecture.md",  # tests/core/test_architecture.py reads its module table
+)
 WORKFLOW_DIRS = ("src/", "tests/", "tools/", "typings/")
 
 
