@@ -47,7 +47,7 @@ from bench.run import (
     stop,
     unique_port,
 )
-from tests.support import REPO_ROOT, run, wait_http
+from harness.support import REPO_ROOT, run, wait_http
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ def render_at(ref: str) -> Path:
     ).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(source, filter="data")
-    from tests.support import DEFAULT_ANSWERS, render
+    from harness.support import DEFAULT_ANSWERS, render
 
     project = WORK / "baseline"
     shutil.rmtree(project, ignore_errors=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from bench.run import BENCH
-from tests.support import REPO_ROOT
+from harness.support import REPO_ROOT
 
 DOC = REPO_ROOT / "docs" / "performance.md"
 

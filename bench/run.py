@@ -49,8 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.interpreters import PYTHON_VERSIONS, put_found_on_path
-from tests.support import DEFAULT_ANSWERS, REPO_ROOT, free_port, render, run, wait_http
+from harness.interpreters import PYTHON_VERSIONS, put_found_on_path
+from harness.support import DEFAULT_ANSWERS, REPO_ROOT, free_port, render, run, wait_http
 
 BENCH = REPO_ROOT / "bench"
 WORK = REPO_ROOT / ".cache" / "bench"

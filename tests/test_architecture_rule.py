@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import render, run
+from harness.support import render, run
 
 ROGUE_ROUTE = '''\
 """A route that ignores the shared client: the anti-pattern the seed warns about."""

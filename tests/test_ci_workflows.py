@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import render
+from harness.support import render
 from tests.test_render import VARIANTS
 
 GITHUB_VARIANTS = {

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import render, run
+from harness.support import render, run
 
 # The variants whose manifests differ: defaults (metrics, example client), another name and port,
 # no ServiceMonitor, no downstream egress. The rest of tests/test_render.py's variants change

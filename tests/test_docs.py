@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import CHROMIUM, Chromium, serve_directory
-from tests.support import (
+from harness.support import (
     REPO_ROOT,
     copy_working_tree,
     ensure_debian_package,
     replace_once,
     run,
 )
+from tests.browser import CHROMIUM, Chromium, serve_directory
 from tools import docs_reference
 
 pytestmark = pytest.mark.xdist_group("docs")

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from tests.interpreters import DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS, reported_version
-from tests.support import pytest_summary, render, run
+from harness.interpreters import DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS, reported_version
+from harness.support import pytest_summary, render, run
 
 REQUIRED = os.environ.get("CI", "").lower() == "true" or os.environ.get("E2E_REQUIRED") == "1"
 E2E_TESTS = [

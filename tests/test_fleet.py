@@ -26,9 +26,7 @@ import yaml
 from fleet.cli import repositories
 from fleet.environment import without_make_variables
 from fleet.ownership import RENDER_TOOL, globmatch, parse
-from tests.browser import CHROMIUM
-from tests.fleet_synthetic import LATEST, Truth, build_fleet, build_template
-from tests.support import (
+from harness.support import (
     REPO_ROOT,
     commit_all,
     copy_project,
@@ -37,6 +35,8 @@ from tests.support import (
     git,
     init_repo,
 )
+from tests.browser import CHROMIUM
+from tests.fleet_synthetic import LATEST, Truth, build_fleet, build_template
 
 pytestmark = pytest.mark.xdist_group("fleet")
 

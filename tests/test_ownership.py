@@ -2,7 +2,7 @@
 release never conflicts with a service customized in its own seams.
 
 A service rendered from the working tree (``CURRENT``) and customized heavily in every
-team-owned seam is updated to a synthetic next release (``NEXT``, tests/releases.py). Renders
+team-owned seam is updated to a synthetic next release (``NEXT``, harness/releases.py). Renders
 are shared within the module (an xdist group keeps them on one worker).
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.releases import CURRENT, NEXT, PACKAGE, check_update, ownership_tool
-from tests.support import (
+from harness.releases import CURRENT, NEXT, PACKAGE, check_update, ownership_tool
+from harness.support import (
     OFFLINE,
     REPO_ROOT,
     commit_all,

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.interpreters import DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS, reported_version
-from tests.support import project_files, pytest_summary, render, run
+from harness.interpreters import DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS, reported_version
+from harness.support import project_files, pytest_summary, render, run
 
 # One render per answer that changes what is rendered; each flips one question from its default.
 VARIANTS: dict[str, dict[str, Any]] = {

@@ -41,8 +41,8 @@ from packaging.version import Version
 from fleet.environment import without_make_variables
 from fleet.ownership import MAP_FILE
 from fleet.ownership import parse as parse_ownership
-from tests.interpreters import DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS, reported_version
-from tests.support import (
+from harness.interpreters import DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS, reported_version
+from harness.support import (
     REPO_ROOT,
     changelog_commit,
     clear_tree,
