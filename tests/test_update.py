@@ -14,11 +14,11 @@ there; this repository's own tags are never needed.
   such a commit recorded.
 - ``NEW``: the working tree, tagged with the newest version CHANGELOG.md or a migration names.
 
-Scenarios, by the issue's letters: (a) untouched, (b) customized, (c) real conflict, (d) the
-migration, (e) lint, types and tests after each update (the untouched one is byte for byte a
-fresh copy, whose checks test_render runs), (f) a second update, (g) every released
-version to HEAD. Renders are shared within a scenario (module fixtures; an xdist group keeps a
-scenario's tests on one worker).
+Scenarios: an untouched service, a customized one, a real conflict, the migration that moves an
+edited file, lint, types and tests after each update (the untouched service is byte for byte a
+fresh copy, whose checks test_render runs), a second update that changes nothing, and every
+released version to HEAD. Renders are shared within a scenario (module fixtures; an xdist group
+keeps a scenario's tests on one worker).
 """
 
 from __future__ import annotations
@@ -266,7 +266,7 @@ def _moved_to_httpx2(path: str, text: bytes) -> bytes:
 
 
 def _passes_its_own_checks(project: Path) -> str:
-    """Scenario (e): the render's own workflow, as CI runs it. Returns the test run's output."""
+    """The render's own workflow after an update, as CI runs it. Returns the test run's output."""
     run(["make", "install"], cwd=project)
     run(["make", "lint"], cwd=project)
     run(["make", "typecheck"], cwd=project)
@@ -279,7 +279,7 @@ def _passes_its_own_checks(project: Path) -> str:
     return result.stdout
 
 
-# --- (b) and (d): what a service owner changes after rendering ----------------------------------
+# --- What a service owner changes after rendering (the customized service, the migration) -----
 
 GREETINGS_MODULE = '''"""A route the service's owners added after rendering."""
 
@@ -405,7 +405,7 @@ def customize(project: Path, runbook: str) -> None:
     customize_settings_the_platform_tests_must_survive(project)
 
 
-# --- (a) an untouched service -------------------------------------------------------------------
+# --- An untouched service ----------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -415,7 +415,7 @@ def untouched(versions: TemplateVersions, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.mark.xdist_group("untouched")
-def test_a_untouched_service_updates_without_conflicts_to_a_fresh_copy(
+def test_untouched_service_updates_without_conflicts_to_a_fresh_copy(
     untouched: Updated, fresh: Path
 ) -> None:
     assert untouched.unmerged == []
@@ -429,13 +429,13 @@ def test_a_untouched_service_updates_without_conflicts_to_a_fresh_copy(
 
 
 @pytest.mark.xdist_group("untouched")
-def test_f_untouched_service_second_update_changes_nothing(untouched: Updated) -> None:
+def test_second_update_of_an_untouched_service_changes_nothing(untouched: Updated) -> None:
     commit_all(untouched.project, "Update the template")
     update_project(untouched.project)
     assert git(untouched.project, "status", "--porcelain") == ""
 
 
-# --- (b) a customized service and (d) the migration ---------------------------------------------
+# --- A customized service and the migration ----------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -455,7 +455,7 @@ def fresh_customized(versions: TemplateVersions, tmp_path_factory: pytest.TempPa
 
 
 @pytest.mark.xdist_group("customized")
-def test_b_customized_service_keeps_its_edits_without_conflicts(
+def test_customized_service_keeps_its_edits_without_conflicts(
     customized: Updated, fresh_customized: Path
 ) -> None:
     project = customized.project
@@ -482,7 +482,7 @@ def test_b_customized_service_keeps_its_edits_without_conflicts(
 
 
 @pytest.mark.xdist_group("customized")
-def test_d_migration_moves_the_edited_runbook_and_keeps_the_edit(customized: Updated) -> None:
+def test_migration_moves_the_edited_runbook_and_keeps_the_edit(customized: Updated) -> None:
     project = customized.project
     assert not (project / "RUNBOOK.md").exists()
     assert RUNBOOK_EDIT in (project / "docs/runbook.md").read_text()
@@ -492,7 +492,7 @@ def test_d_migration_moves_the_edited_runbook_and_keeps_the_edit(customized: Upd
 
 
 @pytest.mark.xdist_group("customized")
-def test_f_customized_service_second_update_changes_nothing(customized: Updated) -> None:
+def test_second_update_of_a_customized_service_changes_nothing(customized: Updated) -> None:
     commit_all(customized.project, "Update the template")
     update_project(customized.project)
     assert git(customized.project, "status", "--porcelain") == ""
@@ -500,7 +500,7 @@ def test_f_customized_service_second_update_changes_nothing(customized: Updated)
 
 @pytest.mark.xdist_group("customized")
 @pytest.mark.render
-def test_e_customized_service_passes_lint_types_and_tests_after_the_update(
+def test_customized_service_passes_lint_types_and_tests_after_the_update(
     customized: Updated,
 ) -> None:
     output = _passes_its_own_checks(customized.project)
@@ -508,11 +508,11 @@ def test_e_customized_service_passes_lint_types_and_tests_after_the_update(
     assert "tests/test_greetings.py .." in output, output
 
 
-def test_d_without_the_migration_the_runbook_edit_would_be_lost(
+def test_without_the_migration_the_runbook_edit_would_be_lost(
     snapshot: Path, tmp_path: Path
 ) -> None:
-    """The control for (d): the same update from a NEW without `_migrations` loses the edit, so
-    the migration is what keeps it."""
+    """The control for the migration: the same update from a NEW without `_migrations` loses the
+    edit, so the migration is what keeps it."""
     repo = init_repo(tmp_path / "repo")
     make_synthetic_old(_fill(repo, snapshot))
     commit_all(repo, f"Release {OLD}", tag=OLD)
@@ -528,7 +528,7 @@ def test_d_without_the_migration_the_runbook_edit_would_be_lost(
     assert RUNBOOK_EDIT not in (project / "docs/runbook.md").read_text()
 
 
-# --- (c) a real conflict ------------------------------------------------------------------------
+# --- A real conflict ---------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -541,7 +541,7 @@ def conflicted(versions: TemplateVersions, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.mark.xdist_group("conflict")
-def test_c_real_conflict_yields_inline_markers_that_make_lint_rejects(conflicted: Updated) -> None:
+def test_real_conflict_leaves_inline_markers_that_make_lint_rejects(conflicted: Updated) -> None:
     project = conflicted.project
     assert conflicted.rejects == [], "--conflict inline must not leave .rej files"
     assert conflicted.unmerged == [".env.example"]
@@ -571,7 +571,7 @@ def test_c_real_conflict_yields_inline_markers_that_make_lint_rejects(conflicted
 
 @pytest.mark.xdist_group("conflict")
 @pytest.mark.render
-def test_e_resolved_conflict_passes_lint_types_and_tests(conflicted: Updated) -> None:
+def test_resolved_conflict_passes_lint_types_and_tests(conflicted: Updated) -> None:
     project = conflicted.project
     # Resolve as an owner would: keep our side, drop the markers.
     text = (project / ".env.example").read_text()
@@ -988,7 +988,7 @@ def test_each_migration_belongs_to_a_release_marked_migration_and_its_script_exi
         assert "**migration**" in section, f"CHANGELOG.md does not mark {version} as a migration"
 
 
-# --- (g) every released version updates to HEAD -------------------------------------------------
+# --- Every released version updates to HEAD ----------------------------------------------------
 
 
 @pytest.mark.parametrize("version", RELEASES)
@@ -1053,8 +1053,9 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return repo, head
 
 
-def test_g_released_versions_are_listed_and_accounted_for() -> None:
-    """Says which released versions (g) updates from, so a single release cannot pass silently."""
+def test_every_released_version_but_the_one_being_cut_is_in_history() -> None:
+    """Says which released versions the next test updates from, so a single release cannot pass
+    silently."""
     assert RELEASES, "CHANGELOG.md lists no released version"
     untestable = [version for version in RELEASES if release_commit(version) is None]
     # Only the newest release may be missing from history: the one the working tree is cutting.
@@ -1063,7 +1064,7 @@ def test_g_released_versions_are_listed_and_accounted_for() -> None:
 
 
 @pytest.mark.parametrize(("version", "commit"), _released_version_params())
-def test_g_every_released_version_updates_to_head(
+def test_every_released_version_updates_to_head(
     version: str, commit: str, history: tuple[Path, str], tmp_path: Path
 ) -> None:
     repo, head = history
@@ -1079,7 +1080,7 @@ def test_g_every_released_version_updates_to_head(
     assert _differences(project, expected, before) == []
 
 
-def test_g_an_answer_given_with_the_update_wins_over_the_kept_python(
+def test_an_answer_given_with_the_update_wins_over_the_kept_python(
     history: tuple[Path, str], tmp_path: Path
 ) -> None:
     """A service made before the python_version question can move with the same update that
