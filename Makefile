@@ -13,7 +13,7 @@ export UV_CACHE_DIR ?= $(CURDIR)/.cache/uv
 # Parallel renders; 2 matches a 2-core CI machine.
 JOBS ?= 2
 
-.PHONY: help bootstrap demo test lint docs reference clean
+.PHONY: help bootstrap demo test test-fast lint docs reference clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,12 @@ test: bootstrap  ## Run the template tests (renders every variant, runs its work
 	  if [ "$${CI:-}" = "true" ]; then echo "The Debian tree with Python 3.14 and 3.15 could not be built" >&2; exit 1; fi; \
 	  echo "No Debian tree: the tests of Python 3.14 and 3.15 will be skipped" >&2; fi; \
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup $(PYTEST_ARGS)
+
+# The tests that run no Copier (pytest marker `render`, which tests/test_layout.py keeps true):
+# the fleet tool's and the harness's own checks, the changelog and migration rules, the docs
+# build. They need no Docker engine and no Debian tree.
+test-fast: bootstrap  ## Run only the tests that run no Copier (-m "not render"): about 20 s
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup -m "not render" $(PYTEST_ARGS)
 
 lint: bootstrap  ## Lint the repository's own Python (harness, tests, hooks, fleet, tools, bench)
 	$(BIN)/ruff check harness tests hooks fleet tools bench

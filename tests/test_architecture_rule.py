@@ -11,6 +11,8 @@ import pytest
 
 from harness.support import render, run
 
+pytestmark = pytest.mark.render
+
 ROGUE_ROUTE = '''\
 """A route that ignores the shared client: the anti-pattern the seed warns about."""
 

@@ -17,6 +17,8 @@ import yaml
 from harness.support import render
 from tests.test_render import VARIANTS
 
+pytestmark = pytest.mark.render
+
 GITHUB_VARIANTS = {
     name: answers
     for name, answers in VARIANTS.items()

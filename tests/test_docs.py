@@ -62,6 +62,7 @@ def test_a_broken_link_fails_make_docs(tmp_path: Path) -> None:
         _make_docs(copy, tmp_path / "site")
 
 
+@pytest.mark.render
 def test_generated_reference_is_current() -> None:
     questions_page = docs_reference.questions_page()
     schema = docs_reference.default_settings()

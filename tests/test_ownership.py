@@ -34,6 +34,8 @@ from harness.support import (
 from tests.test_deploy import KUBECTL
 from tests.test_fleet import GLOB_CASES
 
+pytestmark = pytest.mark.render
+
 # The variants whose maps are checked: the defaults and every optional part switched off.
 MAP_VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -378,7 +380,6 @@ def test_next_release_updates_a_customized_service_without_conflicts(
 
 
 @pytest.mark.xdist_group("next-release")
-@pytest.mark.render
 def test_next_release_customized_service_passes_lint_types_and_tests(
     updated_to_next: tuple[Path, dict[str, bytes]],
 ) -> None:

@@ -11,6 +11,8 @@ import pytest
 
 from harness.support import render
 
+pytestmark = pytest.mark.render
+
 BAD_ANSWERS: list[tuple[dict[str, Any], str]] = [
     ({"service_name": "Orders"}, "is not a DNS label"),
     ({"service_name": "orders_api"}, "is not a DNS label"),

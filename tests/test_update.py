@@ -415,6 +415,7 @@ def untouched(versions: TemplateVersions, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.mark.xdist_group("untouched")
+@pytest.mark.render
 def test_untouched_service_updates_without_conflicts_to_a_fresh_copy(
     untouched: Updated, fresh: Path
 ) -> None:
@@ -429,6 +430,7 @@ def test_untouched_service_updates_without_conflicts_to_a_fresh_copy(
 
 
 @pytest.mark.xdist_group("untouched")
+@pytest.mark.render
 def test_second_update_of_an_untouched_service_changes_nothing(untouched: Updated) -> None:
     commit_all(untouched.project, "Update the template")
     update_project(untouched.project)
@@ -455,6 +457,7 @@ def fresh_customized(versions: TemplateVersions, tmp_path_factory: pytest.TempPa
 
 
 @pytest.mark.xdist_group("customized")
+@pytest.mark.render
 def test_customized_service_keeps_its_edits_without_conflicts(
     customized: Updated, fresh_customized: Path
 ) -> None:
@@ -482,6 +485,7 @@ def test_customized_service_keeps_its_edits_without_conflicts(
 
 
 @pytest.mark.xdist_group("customized")
+@pytest.mark.render
 def test_migration_moves_the_edited_runbook_and_keeps_the_edit(customized: Updated) -> None:
     project = customized.project
     assert not (project / "RUNBOOK.md").exists()
@@ -492,6 +496,7 @@ def test_migration_moves_the_edited_runbook_and_keeps_the_edit(customized: Updat
 
 
 @pytest.mark.xdist_group("customized")
+@pytest.mark.render
 def test_second_update_of_a_customized_service_changes_nothing(customized: Updated) -> None:
     commit_all(customized.project, "Update the template")
     update_project(customized.project)
@@ -508,6 +513,7 @@ def test_customized_service_passes_lint_types_and_tests_after_the_update(
     assert "tests/test_greetings.py .." in output, output
 
 
+@pytest.mark.render
 def test_without_the_migration_the_runbook_edit_would_be_lost(
     snapshot: Path, tmp_path: Path
 ) -> None:
@@ -541,6 +547,7 @@ def conflicted(versions: TemplateVersions, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.mark.xdist_group("conflict")
+@pytest.mark.render
 def test_real_conflict_leaves_inline_markers_that_make_lint_rejects(conflicted: Updated) -> None:
     project = conflicted.project
     assert conflicted.rejects == [], "--conflict inline must not leave .rej files"
@@ -706,6 +713,7 @@ def test_answer_changes_cover_every_question_but_the_package_name() -> None:
 @pytest.mark.parametrize(
     "change", ANSWER_CHANGES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items())
 )
+@pytest.mark.render
 def test_changing_an_answer_leaves_team_owned_files_untouched(
     customized_at_new: Path, change: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -740,6 +748,7 @@ def example_answered(example_removed: Updated) -> Updated:
 
 
 @pytest.mark.xdist_group("no-example")
+@pytest.mark.render
 def test_example_removed_by_the_team_stays_removed_on_update(
     example_removed: Updated, versions: TemplateVersions, tmp_path: Path
 ) -> None:
@@ -757,6 +766,7 @@ def test_example_removed_by_the_team_stays_removed_on_update(
 # checks are tests/test_seams.py's: an orders service without the example updates to the next
 # release and passes lint, types, tests and e2e.
 @pytest.mark.xdist_group("no-example")
+@pytest.mark.render
 def test_example_removed_then_answered_keeps_the_team_files(example_answered: Updated) -> None:
     updated = example_answered
     assert (updated.unmerged, updated.markers, updated.rejects) == ([], [], [])
@@ -773,6 +783,7 @@ def test_example_removed_passes_lint_types_and_tests_after_the_answer(
     _passes_its_own_checks(example_answered.project)
 
 
+@pytest.mark.render
 def test_without_keep_team_files_an_answer_change_conflicts_in_team_files(
     snapshot: Path, tmp_path: Path
 ) -> None:
@@ -829,6 +840,7 @@ def python_moved(
 
 
 @pytest.mark.xdist_group("python-move")
+@pytest.mark.render
 def test_python_version_change_applies_cleanly(python_moved: Updated, fresh: Path) -> None:
     assert (python_moved.unmerged, python_moved.markers, python_moved.rejects) == ([], [], [])
     assert _answers(python_moved.project)["python_version"] == DEFAULT_PYTHON_VERSION
@@ -857,6 +869,7 @@ def test_python_version_change_passes_lint_types_and_tests_on_the_new_version(
 # --- Copies from untagged refs, `make update` and the CI job ------------------------------------
 
 
+@pytest.mark.render
 def test_copy_from_an_untagged_commit_updates_to_the_release(
     versions: TemplateVersions, tmp_path: Path, fresh: Path
 ) -> None:
@@ -869,6 +882,7 @@ def test_copy_from_an_untagged_commit_updates_to_the_release(
     assert _differences(project, fresh) == []
 
 
+@pytest.mark.render
 def test_make_update_in_a_render_updates_to_the_newer_local_template_version(
     versions: TemplateVersions, tmp_path: Path, fresh: Path
 ) -> None:
@@ -897,6 +911,7 @@ def test_make_update_in_a_render_updates_to_the_newer_local_template_version(
 # --- What a release must keep: _exclude, the minimum Copier, the changelog ----------------------
 
 
+@pytest.mark.render
 def test_exclude_keeps_template_only_files_out(snapshot: Path, tmp_path: Path) -> None:
     repo = _fill(init_repo(tmp_path / "repo"), snapshot)
     leftovers = [
@@ -930,6 +945,7 @@ def test_exclude_keeps_template_only_files_out(snapshot: Path, tmp_path: Path) -
     ]
 
 
+@pytest.mark.render
 def test_min_copier_version_copies_and_updates_the_template(
     versions: TemplateVersions, tmp_path: Path, fresh: Path
 ) -> None:
@@ -1064,6 +1080,7 @@ def test_every_released_version_but_the_one_being_cut_is_in_history() -> None:
 
 
 @pytest.mark.parametrize(("version", "commit"), _released_version_params())
+@pytest.mark.render
 def test_every_released_version_updates_to_head(
     version: str, commit: str, history: tuple[Path, str], tmp_path: Path
 ) -> None:
@@ -1080,6 +1097,7 @@ def test_every_released_version_updates_to_head(
     assert _differences(project, expected, before) == []
 
 
+@pytest.mark.render
 def test_an_answer_given_with_the_update_wins_over_the_kept_python(
     history: tuple[Path, str], tmp_path: Path
 ) -> None:
@@ -1138,6 +1156,7 @@ def test_readme_migration_puts_the_team_sections_after_the_new_readme() -> None:
 
 @pytest.mark.xdist_group("history")
 @pytest.mark.parametrize(("version", "commit"), _released_version_params())
+@pytest.mark.render
 def test_readme_section_at_the_end_survives_the_update_from_each_release(
     version: str, commit: str, history: tuple[Path, str], tmp_path: Path
 ) -> None:
@@ -1192,6 +1211,7 @@ def _mini_template(repo: Path, files: dict[str, str]) -> str:
     return commit_all(repo, "A version")
 
 
+@pytest.mark.render
 def test_migration_0_2_0_says_merged_only_for_files_it_merged(tmp_path: Path) -> None:
     """Issue 21, point 10: the 0.2.0 migration names what it did to each file, and says
     "merged your edits" only where the template changed the file too."""
@@ -1288,6 +1308,7 @@ def from_0_1_0(history: tuple[Path, str], tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.mark.xdist_group("history")
+@pytest.mark.render
 def test_0_1_0_customized_service_keeps_every_edit_with_the_listed_conflicts(
     from_0_1_0: Updated,
 ) -> None:
@@ -1451,6 +1472,7 @@ def from_0_2_0_on_httpx(
 
 
 @pytest.mark.xdist_group("httpx2")
+@pytest.mark.render
 def test_0_2_0_team_code_on_httpx_moves_to_httpx2_without_conflicts(
     from_0_2_0_on_httpx: Updated,
 ) -> None:
