@@ -29,20 +29,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.run import (
-    BENCH,
+from bench import BENCH, RESULTS, WORK
+from bench.measure import measure_cell, settle
+from bench.processes import (
     PACKAGE,
     PREFIX,
-    WORK,
     Scenario,
     assert_running,
     ensure_wrk,
-    measure_cell,
     pin,
     prepare_environment,
     prepare_render,
     say,
-    settle,
     start,
     stop,
     unique_port,
@@ -209,7 +207,7 @@ def main() -> None:
     parser.add_argument("--baseline", help="also load the template at this git ref")
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=4)
-    parser.add_argument("--results", type=Path, default=BENCH / "results")
+    parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument(
         "--no-proposals", dest="proposals", action="store_false", help="skip the PROPOSALS"
     )
