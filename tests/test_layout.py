@@ -110,6 +110,10 @@ def test_nothing_outside_tests_imports_tests() -> None:
     assert _offenders(outside, ("tests",)) == [], (
         "tests/ is not a library: move what the others need to harness/"
     )
+    # Nor a program the Makefile runs (`make demo` is tools/demo.py).
+    commands = [line for line in (REPO_ROOT / "Makefile").read_text().splitlines() if "-m " in line]
+    assert [line for line in commands if "-m tests" in line] == []
+    assert any("-m tools.demo" in line for line in commands)
 
 
 def test_the_harness_imports_none_of_its_users() -> None:
