@@ -13,7 +13,7 @@ export UV_CACHE_DIR ?= $(CURDIR)/.cache/uv
 # Parallel renders; 2 matches a 2-core CI machine.
 JOBS ?= 2
 
-.PHONY: help bootstrap demo test lint docs reference clean
+.PHONY: help bootstrap demo test test-fast lint docs reference clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -27,14 +27,14 @@ $(VENV)/.bootstrapped: pyproject.toml
 bootstrap: $(VENV)/.bootstrapped  ## Create .venv with uv, copier and pytest
 
 demo: bootstrap  ## Render a service, run it against a stub downstream, show correlated logs
-	$(BIN)/python -m tests.demo
+	$(BIN)/python -m tools.demo
 
 # The e2e tests need a Docker engine and a base image that no registry has to serve:
 # tests/docker/engine.sh provides both. In CI (CI=true or E2E_REQUIRED=1) its failure fails the
 # run; elsewhere the e2e tests then skip, saying why. Python 3.14 and 3.15 come from Debian
 # forky: tests/docker/rootfs.sh debootstraps the tree once (cached; engine.sh imports the image
 # from it, so a second call only finds it) and the tests run its interpreters
-# (tests/interpreters.py); in CI its failure fails the run, elsewhere those versions' tests skip.
+# (harness/interpreters.py); in CI its failure fails the run, elsewhere those versions' tests skip.
 test: bootstrap  ## Run the template tests (renders every variant, runs its workflow and e2e suite)
 	@if env_out="$$(bash tests/docker/engine.sh)"; then eval "$$env_out"; \
 	elif [ "$${CI:-}" = "true" ] || [ "$${E2E_REQUIRED:-}" = "1" ]; then \
@@ -45,9 +45,15 @@ test: bootstrap  ## Run the template tests (renders every variant, runs its work
 	  echo "No Debian tree: the tests of Python 3.14 and 3.15 will be skipped" >&2; fi; \
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup $(PYTEST_ARGS)
 
-lint: bootstrap  ## Lint the template repository's own Python (tests, hooks, fleet, tools, bench)
-	$(BIN)/ruff check tests hooks fleet tools bench
-	$(BIN)/ruff format --check tests hooks fleet tools bench
+# The tests that run no Copier (pytest marker `render`, which tests/test_layout.py keeps true):
+# the fleet tool's and the harness's own checks, the changelog and migration rules, the docs
+# build. They need no Docker engine and no Debian tree.
+test-fast: bootstrap  ## Run only the tests that run no Copier (-m "not render"): about 20 s
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup -m "not render" $(PYTEST_ARGS)
+
+lint: bootstrap  ## Lint the repository's own Python (harness, tests, hooks, fleet, tools, bench)
+	$(BIN)/ruff check harness tests hooks fleet tools bench
+	$(BIN)/ruff format --check harness tests hooks fleet tools bench
 
 # The documentation site (mkdocs.yml, docs/): strict, so a warning, a broken link or a page left
 # out of the navigation fails the build. `make test` builds it too (tests/test_docs.py).

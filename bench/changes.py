@@ -29,25 +29,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.run import (
-    BENCH,
+from bench import BENCH, RESULTS, WORK
+from bench.measure import measure_cell, settle
+from bench.processes import (
     PACKAGE,
     PREFIX,
-    WORK,
     Scenario,
     assert_running,
     ensure_wrk,
-    measure_cell,
     pin,
     prepare_environment,
     prepare_render,
     say,
-    settle,
     start,
     stop,
     unique_port,
 )
-from tests.support import REPO_ROOT, run, wait_http
+from harness.support import REPO_ROOT, run, wait_http
 
 
 @dataclass(frozen=True)
@@ -172,7 +170,7 @@ def render_at(ref: str) -> Path:
     ).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(source, filter="data")
-    from tests.support import DEFAULT_ANSWERS, render
+    from harness.support import DEFAULT_ANSWERS, render
 
     project = WORK / "baseline"
     shutil.rmtree(project, ignore_errors=True)
@@ -209,7 +207,7 @@ def main() -> None:
     parser.add_argument("--baseline", help="also load the template at this git ref")
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=4)
-    parser.add_argument("--results", type=Path, default=BENCH / "results")
+    parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument(
         "--no-proposals", dest="proposals", action="store_false", help="skip the PROPOSALS"
     )

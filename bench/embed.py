@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
-from bench.run import BENCH
-from tests.support import REPO_ROOT
+from bench import RESULTS
+from harness.support import REPO_ROOT
 
 DOC = REPO_ROOT / "docs" / "performance.md"
 
@@ -40,9 +40,9 @@ def table_only(body: str) -> str:
 
 
 def main() -> None:
-    results = sections((BENCH / "results" / "results.md").read_text())
-    first = (BENCH / "results" / "results.md").read_text().split("\n\n")[1]
-    changes = (BENCH / "results" / "changes.md").read_text().split("\n\n", 2)[2].strip()
+    results = sections((RESULTS / "results.md").read_text())
+    first = (RESULTS / "results.md").read_text().split("\n\n")[1]
+    changes = (RESULTS / "changes.md").read_text().split("\n\n", 2)[2].strip()
     parts = {
         "throughput": f"{first}\n\n{pick(results, 'Throughput')}\n\n"
         f"A against the alternatives (ratio of median throughput; the range over the "

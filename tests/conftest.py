@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interpreters import (
+from harness.interpreters import (
     PYTHON_VERSIONS,
     missing_message,
     put_found_on_path,
@@ -21,7 +21,7 @@ if shutil.which("uv") is None:  # pragma: no cover - the Makefile puts uv on PAT
 os.environ.setdefault("UV_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".cache/uv"))
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
-# Every python_version a render can ask for, as found on this machine (tests/interpreters.py),
+# Every python_version a render can ask for, as found on this machine (harness/interpreters.py),
 # first on PATH for every command the tests run: a render's uv finds the version its
 # .python-version names there. (A missing default version is left to uv, which may download it.)
 FOUND = put_found_on_path()
@@ -47,7 +47,7 @@ def python_for() -> Callable[[str], Path]:
 @pytest.fixture(scope="session")
 def releases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     """A template repository with the working tree as CURRENT and a synthetic NEXT release
-    tagged (tests/releases.py), with the rendered paths NEXT changes; built once per worker."""
-    from tests.releases import build_releases
+    tagged (harness/releases.py), with the rendered paths NEXT changes; built once per worker."""
+    from harness.releases import build_releases
 
     return build_releases(tmp_path_factory)

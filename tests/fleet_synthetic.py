@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support import commit_all, git, init_repo, render
+from harness.support import commit_all, git, init_repo, render
 
 RELEASES = ["0.9.0", "1.0.0", "1.1.0", "2.0.0"]
 LATEST = "2.0.0"

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import render, run
+from harness.support import render, run
+
+pytestmark = pytest.mark.render
 
 ROGUE_ROUTE = '''\
 """A route that ignores the shared client: the anti-pattern the seed warns about."""

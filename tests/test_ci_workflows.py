@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import render
+from harness.support import render
 from tests.test_render import VARIANTS
+
+pytestmark = pytest.mark.render
 
 GITHUB_VARIANTS = {
     name: answers

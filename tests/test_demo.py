@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.support import REPO_ROOT
+from harness.support import REPO_ROOT
 
 pytestmark = [pytest.mark.xdist_group("demo"), pytest.mark.render]
 
@@ -23,7 +23,7 @@ PHASE_CHECKS = [
 
 def test_demo_runs_every_phase_and_checks_it() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "tests.demo"],
+        [sys.executable, "-m", "tools.demo"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import render, run
+from harness.support import render, run
+
+pytestmark = pytest.mark.render
 
 # The variants whose manifests differ: defaults (metrics, example client), another name and port,
 # no ServiceMonitor, no downstream egress. The rest of tests/test_render.py's variants change
@@ -44,7 +46,6 @@ def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found
 
 
-@pytest.mark.render
 @pytest.mark.parametrize("answers", DEPLOY_VARIANTS.values(), ids=DEPLOY_VARIANTS.keys())
 def test_every_overlay_passes_deploy_check(tmp_path: Path, answers: dict[str, Any]) -> None:
     project = render(tmp_path / "service", answers)
@@ -95,7 +96,6 @@ def _app_facts(project: Path) -> dict[str, Any]:
     return facts
 
 
-@pytest.mark.render
 def test_grace_period_probes_port_and_uid_agree_with_the_app(installed: Path) -> None:
     app = _app_facts(installed)
     assert app["timeout"] == 20
@@ -159,7 +159,6 @@ def _failing_deploy_check(installed: Path, deploy: Path, **env: str) -> str:
     return out
 
 
-@pytest.mark.render
 def test_a_broken_manifest_fails_deploy_check(installed: Path, tmp_path: Path) -> None:
     deploy = shutil.copytree(installed / "deploy", tmp_path / "deploy")
     deployment = deploy / "base/deployment.yaml"
@@ -185,7 +184,6 @@ def test_a_broken_manifest_fails_deploy_check(installed: Path, tmp_path: Path) -
     assert re.search(r"Failed checks: [1-9]", out), out
 
 
-@pytest.mark.render
 @pytest.mark.parametrize(
     ("checkov", "cause"),
     [
@@ -203,7 +201,6 @@ def test_a_checkov_that_cannot_run_is_named_as_such(
     assert "checkov reported failures" not in out, out
 
 
-@pytest.mark.render
 def test_a_shutdown_delay_counts_in_the_grace_period(installed: Path, tmp_path: Path) -> None:
     # The app keeps serving (unready) for SHUTDOWN_DELAY seconds before its drain starts, so a
     # grace period that covered preStop and the drain alone would SIGKILL it mid-drain.
@@ -259,7 +256,6 @@ ORDERS_EGRESS = """    - to:
 """
 
 
-@pytest.mark.render
 def test_a_declared_downstream_without_an_egress_rule_fails_deploy_check(
     installed: Path, tmp_path: Path
 ) -> None:

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import CHROMIUM, Chromium, serve_directory
-from tests.support import (
+from harness.support import (
     REPO_ROOT,
     copy_working_tree,
     ensure_debian_package,
     replace_once,
     run,
 )
+from tests.browser import CHROMIUM, Chromium, serve_directory
 from tools import docs_reference
 
 pytestmark = pytest.mark.xdist_group("docs")
@@ -62,6 +62,7 @@ def test_a_broken_link_fails_make_docs(tmp_path: Path) -> None:
         _make_docs(copy, tmp_path / "site")
 
 
+@pytest.mark.render
 def test_generated_reference_is_current() -> None:
     questions_page = docs_reference.questions_page()
     schema = docs_reference.default_settings()

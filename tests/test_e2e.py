@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from tests.interpreters import DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS, reported_version
-from tests.support import pytest_summary, render, run
+from harness.interpreters import DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS, reported_version
+from harness.support import pytest_summary, render, run
+
+pytestmark = pytest.mark.render
 
 REQUIRED = os.environ.get("CI", "").lower() == "true" or os.environ.get("E2E_REQUIRED") == "1"
 E2E_TESTS = [
@@ -40,7 +42,6 @@ E2E_TESTS = [
 E2E_PYTHONS = sorted({DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS[-1]}, key=Version)
 
 
-@pytest.mark.render
 @pytest.mark.parametrize("version", E2E_PYTHONS)
 def test_rendered_e2e_suite_passes(tmp_path: Path, version: str) -> None:
     if not os.environ.get("BASE_IMAGE") and not REQUIRED:

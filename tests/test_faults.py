@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from harness.support import REPO_ROOT, RunningService, render, run, serve
 from tests.fault_downstream import (
     BOMB_ENCODINGS,
     BOMB_SIZE,
@@ -28,7 +29,6 @@ from tests.fault_downstream import (
     bomb,
     fault_downstream,
 )
-from tests.support import REPO_ROOT, RunningService, render, run, serve
 
 pytestmark = [pytest.mark.render, pytest.mark.xdist_group("faults")]
 

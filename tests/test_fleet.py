@@ -26,9 +26,7 @@ import yaml
 from fleet.cli import repositories
 from fleet.environment import without_make_variables
 from fleet.ownership import RENDER_TOOL, globmatch, parse
-from tests.browser import CHROMIUM
-from tests.fleet_synthetic import LATEST, Truth, build_fleet, build_template
-from tests.support import (
+from harness.support import (
     REPO_ROOT,
     commit_all,
     copy_project,
@@ -37,6 +35,8 @@ from tests.support import (
     git,
     init_repo,
 )
+from tests.browser import CHROMIUM
+from tests.fleet_synthetic import LATEST, Truth, build_fleet, build_template
 
 pytestmark = pytest.mark.xdist_group("fleet")
 
@@ -169,6 +169,7 @@ def test_ownership_map_lists_and_refuses_a_malformed_map() -> None:
 # --- status ------------------------------------------------------------------------------------
 
 
+@pytest.mark.render
 def test_status_drift_is_exact_for_every_service(
     fleet: list[Truth], status: dict[Path, dict[str, Any]]
 ) -> None:
@@ -184,6 +185,7 @@ def test_status_drift_is_exact_for_every_service(
     assert kinds == {"modified", "deleted"}, "the fleet must hold both kinds of drift"
 
 
+@pytest.mark.render
 def test_status_versions_behind_and_answers(
     fleet: list[Truth], status: dict[Path, dict[str, Any]], template: Path
 ) -> None:
@@ -210,6 +212,7 @@ def test_status_versions_behind_and_answers(
             assert "no .template-ownership.yml" in " ".join(got["warnings"])
 
 
+@pytest.mark.render
 def test_status_renders_once_per_version_and_answers(
     fleet: list[Truth], status: dict[Path, dict[str, Any]], scratch: Path
 ) -> None:
@@ -232,6 +235,7 @@ def test_status_renders_once_per_version_and_answers(
     assert "fleet: 0 render(s) for 12 service(s)" in again.stderr, again.stderr
 
 
+@pytest.mark.render
 def test_bad_input_gets_a_message_and_is_never_touched(fleet: list[Truth]) -> None:
     broken = [t for t in fleet if t.error]
     before = {t.path: head_state(t.path) for t in broken}
@@ -250,6 +254,7 @@ def test_bad_input_gets_a_message_and_is_never_touched(fleet: list[Truth]) -> No
     assert {t.path: head_state(t.path) for t in broken} == before
 
 
+@pytest.mark.render
 def test_a_ref_that_does_not_exist_is_reported_per_service(fleet: list[Truth]) -> None:
     services = [t for t in fleet if t.kind == "untouched"][:2]
     before = [head_state(t.path) for t in services]
@@ -261,6 +266,7 @@ def test_a_ref_that_does_not_exist_is_reported_per_service(fleet: list[Truth]) -
     assert all(not git(t.path, "branch", "--list", "template-update/*") for t in services)
 
 
+@pytest.mark.render
 def test_an_older_ref_is_refused_before_anything_runs(fleet: list[Truth]) -> None:
     service = next(t for t in fleet if t.version == LATEST and t.kind == "untouched")
     before = head_state(service.path)
@@ -274,6 +280,7 @@ def test_an_older_ref_is_refused_before_anything_runs(fleet: list[Truth]) -> Non
     assert head_state(service.path) == before
 
 
+@pytest.mark.render
 def test_progress_goes_to_stderr_only_when_asked(fleet: list[Truth], scratch: Path) -> None:
     paths = [str(t.path) for t in fleet[10:13]]
     cache = ["--cache-dir", str(scratch / "cache")]
@@ -306,6 +313,7 @@ def test_repository_lists_from_files(tmp_path: Path) -> None:
 # --- plan and update ---------------------------------------------------------------------------
 
 
+@pytest.mark.render
 def test_plan_is_exact_for_every_service(
     fleet: list[Truth], plan: dict[Path, dict[str, Any]]
 ) -> None:
@@ -329,6 +337,7 @@ def test_plan_is_exact_for_every_service(
     assert all(git(t.path, "status", "--porcelain") == "" for t in fleet if not t.error)
 
 
+@pytest.mark.render
 def test_plan_works_when_scratch_and_service_are_on_different_file_systems(
     fleet: list[Truth], plan: dict[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
@@ -346,6 +355,7 @@ echo "https://example.invalid/pull/1"
 """
 
 
+@pytest.mark.render
 def test_update_does_what_plan_predicted_on_a_branch(
     fleet: list[Truth], plan: dict[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
@@ -417,6 +427,7 @@ def _check_branch(truth: Truth, result: dict[str, Any], records: Path) -> None:
     assert result["pr"] == {"tool": "gh", "url": "https://example.invalid/pull/1", "error": None}
 
 
+@pytest.mark.render
 def test_waves_stop_after_a_wave_that_fails_too_often(fleet: list[Truth]) -> None:
     """Wave 1 (failing, untouched): 1 of 2 failed, more than 40%: wave 2 is never attempted."""
     pool = [t for t in fleet if t.version == "1.1.0"]
@@ -470,6 +481,7 @@ def browse(html: Path, *mode: str, profile: Path) -> subprocess.CompletedProcess
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
 
 
+@pytest.mark.render
 def test_report_renders_in_a_headless_browser(
     fleet: list[Truth], plan: dict[Path, dict[str, Any]], scratch: Path, tmp_path: Path
 ) -> None:
@@ -527,6 +539,7 @@ def test_glab_opens_a_merge_request_with_the_body(
 # --- The real template -------------------------------------------------------------------------
 
 
+@pytest.mark.render
 def test_status_on_this_template_reports_drift_by_its_ownership_map(tmp_path: Path) -> None:
     """This repository's working tree, committed and tagged in a temporary repository: an
     untouched render has no drift; a hand-edited template-owned file is modified and a deleted
@@ -625,6 +638,7 @@ def python_fleet(scratch: Path) -> PythonFleet:
     return PythonFleet(template, first, second, forked)
 
 
+@pytest.mark.render
 def test_plan_with_data_shows_the_answer_change(python_fleet: PythonFleet) -> None:
     before = {p: head_state(Path(p)) for p in python_fleet.paths}
     done = fleet_cli(
@@ -653,6 +667,7 @@ def test_plan_with_data_shows_the_answer_change(python_fleet: PythonFleet) -> No
     ), text.stderr
 
 
+@pytest.mark.render
 def test_update_with_data_moves_the_service_on_a_branch(
     python_fleet: PythonFleet, tmp_path: Path
 ) -> None:
@@ -708,6 +723,7 @@ def test_update_with_data_moves_the_service_on_a_branch(
     assert again["outcome"] == "skipped" and "exists already" in again["error"]
 
 
+@pytest.mark.render
 def test_data_for_a_question_the_template_does_not_ask_is_refused_before_anything_runs(
     python_fleet: PythonFleet,
 ) -> None:
@@ -734,6 +750,7 @@ def test_data_for_a_question_the_template_does_not_ask_is_refused_before_anythin
         assert done.returncode == 2 and "is not KEY=VALUE" in done.stderr, done.stderr
 
 
+@pytest.mark.render
 def test_plan_with_an_answer_already_given_changes_nothing(python_fleet: PythonFleet) -> None:
     (result,) = fleet_json(
         "plan", "--to", "99.0.0", "--data", "python_version=3.11", str(python_fleet.second)

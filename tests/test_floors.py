@@ -23,8 +23,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from tests.interpreters import PYTHON_VERSIONS, reported_version
-from tests.support import REPO_ROOT, pytest_summary, render, run
+from harness.interpreters import PYTHON_VERSIONS, reported_version
+from harness.support import REPO_ROOT, pytest_summary, render, run
 
 pytestmark = pytest.mark.render
 

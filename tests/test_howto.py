@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import (
+from harness.support import (
     CONFLICT_MARKER,
     REPO_ROOT,
     commit_all,

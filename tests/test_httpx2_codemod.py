@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.support import REPO_ROOT
+from harness.support import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "hooks/migrations/v0_3_0_httpx2.py"
 

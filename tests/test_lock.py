@@ -15,7 +15,7 @@ import yaml
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
-from tests.support import OFFLINE, commit_all, git, render, run
+from harness.support import OFFLINE, commit_all, git, render, run
 
 pytestmark = pytest.mark.render
 

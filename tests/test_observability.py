@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import (
+from harness.support import (
     ensure_debian_package,
     free_port,
     render,

@@ -2,7 +2,7 @@
 release never conflicts with a service customized in its own seams.
 
 A service rendered from the working tree (``CURRENT``) and customized heavily in every
-team-owned seam is updated to a synthetic next release (``NEXT``, tests/releases.py). Renders
+team-owned seam is updated to a synthetic next release (``NEXT``, harness/releases.py). Renders
 are shared within the module (an xdist group keeps them on one worker).
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.releases import CURRENT, NEXT, PACKAGE, check_update, ownership_tool
-from tests.support import (
+from harness.releases import CURRENT, NEXT, PACKAGE, check_update, ownership_tool
+from harness.support import (
     OFFLINE,
     REPO_ROOT,
     commit_all,
@@ -33,6 +33,8 @@ from tests.support import (
 )
 from tests.test_deploy import KUBECTL
 from tests.test_fleet import GLOB_CASES
+
+pytestmark = pytest.mark.render
 
 # The variants whose maps are checked: the defaults and every optional part switched off.
 MAP_VARIANTS: dict[str, dict[str, Any]] = {
@@ -378,7 +380,6 @@ def test_next_release_updates_a_customized_service_without_conflicts(
 
 
 @pytest.mark.xdist_group("next-release")
-@pytest.mark.render
 def test_next_release_customized_service_passes_lint_types_and_tests(
     updated_to_next: tuple[Path, dict[str, bytes]],
 ) -> None:

@@ -9,7 +9,9 @@ from typing import Any
 import copier
 import pytest
 
-from tests.support import render
+from harness.support import render
+
+pytestmark = pytest.mark.render
 
 BAD_ANSWERS: list[tuple[dict[str, Any], str]] = [
     ({"service_name": "Orders"}, "is not a DNS label"),

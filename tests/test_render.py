@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from tests.interpreters import DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS, reported_version
-from tests.support import project_files, pytest_summary, render, run
+from harness.interpreters import DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS, reported_version
+from harness.support import project_files, pytest_summary, render, run
+
+pytestmark = pytest.mark.render
 
 # One render per answer that changes what is rendered; each flips one question from its default.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -93,7 +95,6 @@ def _workflow_inputs(project: Path) -> dict[str, bytes]:
     }
 
 
-@pytest.mark.render
 @pytest.mark.parametrize("answers", WORKFLOW_VARIANTS.values(), ids=WORKFLOW_VARIANTS.keys())
 def test_render_passes_its_own_checks(
     tmp_path: Path, answers: dict[str, Any], python_for: Callable[[str], Path]

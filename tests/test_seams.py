@@ -3,7 +3,7 @@ tests. Each test renders the template, customizes it only in team-owned files th
 say (tuned downstream defaults, a validated and a required setting with its value in
 tests/test.env, two downstreams of its own, one called with POST and an idempotency key, the
 example client removed) and runs the render's own checks; the orders service does so after an
-update to a synthetic next release (tests/releases.py)."""
+update to a synthetic next release (harness/releases.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.releases import CURRENT, NEXT, check_update
-from tests.support import (
+from harness.releases import CURRENT, NEXT, check_update
+from harness.support import (
     commit_all,
     copy_project,
     project_files,

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from fleet.environment import without_make_variables
-from tests.support import (
+from harness.support import (
     commit_all,
     copy_project,
     copy_working_tree,

@@ -14,11 +14,11 @@ there; this repository's own tags are never needed.
   such a commit recorded.
 - ``NEW``: the working tree, tagged with the newest version CHANGELOG.md or a migration names.
 
-Scenarios, by the issue's letters: (a) untouched, (b) customized, (c) real conflict, (d) the
-migration, (e) lint, types and tests after each update (the untouched one is byte for byte a
-fresh copy, whose checks test_render runs), (f) a second update, (g) every released
-version to HEAD. Renders are shared within a scenario (module fixtures; an xdist group keeps a
-scenario's tests on one worker).
+Scenarios: an untouched service, a customized one, a real conflict, the migration that moves an
+edited file, lint, types and tests after each update (the untouched service is byte for byte a
+fresh copy, whose checks test_render runs), a second update that changes nothing, and every
+released version to HEAD. Renders are shared within a scenario (module fixtures; an xdist group
+keeps a scenario's tests on one worker).
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from packaging.version import Version
 from fleet.environment import without_make_variables
 from fleet.ownership import MAP_FILE
 from fleet.ownership import parse as parse_ownership
-from tests.interpreters import DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS, reported_version
-from tests.support import (
+from harness.interpreters import DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS, reported_version
+from harness.support import (
     REPO_ROOT,
     changelog_commit,
     clear_tree,
@@ -266,7 +266,7 @@ def _moved_to_httpx2(path: str, text: bytes) -> bytes:
 
 
 def _passes_its_own_checks(project: Path) -> str:
-    """Scenario (e): the render's own workflow, as CI runs it. Returns the test run's output."""
+    """The render's own workflow after an update, as CI runs it. Returns the test run's output."""
     run(["make", "install"], cwd=project)
     run(["make", "lint"], cwd=project)
     run(["make", "typecheck"], cwd=project)
@@ -279,7 +279,7 @@ def _passes_its_own_checks(project: Path) -> str:
     return result.stdout
 
 
-# --- (b) and (d): what a service owner changes after rendering ----------------------------------
+# --- What a service owner changes after rendering (the customized service, the migration) -----
 
 GREETINGS_MODULE = '''"""A route the service's owners added after rendering."""
 
@@ -405,7 +405,7 @@ def customize(project: Path, runbook: str) -> None:
     customize_settings_the_platform_tests_must_survive(project)
 
 
-# --- (a) an untouched service -------------------------------------------------------------------
+# --- An untouched service ----------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -415,7 +415,8 @@ def untouched(versions: TemplateVersions, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.mark.xdist_group("untouched")
-def test_a_untouched_service_updates_without_conflicts_to_a_fresh_copy(
+@pytest.mark.render
+def test_untouched_service_updates_without_conflicts_to_a_fresh_copy(
     untouched: Updated, fresh: Path
 ) -> None:
     assert untouched.unmerged == []
@@ -429,13 +430,14 @@ def test_a_untouched_service_updates_without_conflicts_to_a_fresh_copy(
 
 
 @pytest.mark.xdist_group("untouched")
-def test_f_untouched_service_second_update_changes_nothing(untouched: Updated) -> None:
+@pytest.mark.render
+def test_second_update_of_an_untouched_service_changes_nothing(untouched: Updated) -> None:
     commit_all(untouched.project, "Update the template")
     update_project(untouched.project)
     assert git(untouched.project, "status", "--porcelain") == ""
 
 
-# --- (b) a customized service and (d) the migration ---------------------------------------------
+# --- A customized service and the migration ----------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -455,7 +457,8 @@ def fresh_customized(versions: TemplateVersions, tmp_path_factory: pytest.TempPa
 
 
 @pytest.mark.xdist_group("customized")
-def test_b_customized_service_keeps_its_edits_without_conflicts(
+@pytest.mark.render
+def test_customized_service_keeps_its_edits_without_conflicts(
     customized: Updated, fresh_customized: Path
 ) -> None:
     project = customized.project
@@ -482,7 +485,8 @@ def test_b_customized_service_keeps_its_edits_without_conflicts(
 
 
 @pytest.mark.xdist_group("customized")
-def test_d_migration_moves_the_edited_runbook_and_keeps_the_edit(customized: Updated) -> None:
+@pytest.mark.render
+def test_migration_moves_the_edited_runbook_and_keeps_the_edit(customized: Updated) -> None:
     project = customized.project
     assert not (project / "RUNBOOK.md").exists()
     assert RUNBOOK_EDIT in (project / "docs/runbook.md").read_text()
@@ -492,7 +496,8 @@ def test_d_migration_moves_the_edited_runbook_and_keeps_the_edit(customized: Upd
 
 
 @pytest.mark.xdist_group("customized")
-def test_f_customized_service_second_update_changes_nothing(customized: Updated) -> None:
+@pytest.mark.render
+def test_second_update_of_a_customized_service_changes_nothing(customized: Updated) -> None:
     commit_all(customized.project, "Update the template")
     update_project(customized.project)
     assert git(customized.project, "status", "--porcelain") == ""
@@ -500,7 +505,7 @@ def test_f_customized_service_second_update_changes_nothing(customized: Updated)
 
 @pytest.mark.xdist_group("customized")
 @pytest.mark.render
-def test_e_customized_service_passes_lint_types_and_tests_after_the_update(
+def test_customized_service_passes_lint_types_and_tests_after_the_update(
     customized: Updated,
 ) -> None:
     output = _passes_its_own_checks(customized.project)
@@ -508,11 +513,12 @@ def test_e_customized_service_passes_lint_types_and_tests_after_the_update(
     assert "tests/test_greetings.py .." in output, output
 
 
-def test_d_without_the_migration_the_runbook_edit_would_be_lost(
+@pytest.mark.render
+def test_without_the_migration_the_runbook_edit_would_be_lost(
     snapshot: Path, tmp_path: Path
 ) -> None:
-    """The control for (d): the same update from a NEW without `_migrations` loses the edit, so
-    the migration is what keeps it."""
+    """The control for the migration: the same update from a NEW without `_migrations` loses the
+    edit, so the migration is what keeps it."""
     repo = init_repo(tmp_path / "repo")
     make_synthetic_old(_fill(repo, snapshot))
     commit_all(repo, f"Release {OLD}", tag=OLD)
@@ -528,7 +534,7 @@ def test_d_without_the_migration_the_runbook_edit_would_be_lost(
     assert RUNBOOK_EDIT not in (project / "docs/runbook.md").read_text()
 
 
-# --- (c) a real conflict ------------------------------------------------------------------------
+# --- A real conflict ---------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -541,7 +547,8 @@ def conflicted(versions: TemplateVersions, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.mark.xdist_group("conflict")
-def test_c_real_conflict_yields_inline_markers_that_make_lint_rejects(conflicted: Updated) -> None:
+@pytest.mark.render
+def test_real_conflict_leaves_inline_markers_that_make_lint_rejects(conflicted: Updated) -> None:
     project = conflicted.project
     assert conflicted.rejects == [], "--conflict inline must not leave .rej files"
     assert conflicted.unmerged == [".env.example"]
@@ -571,7 +578,7 @@ def test_c_real_conflict_yields_inline_markers_that_make_lint_rejects(conflicted
 
 @pytest.mark.xdist_group("conflict")
 @pytest.mark.render
-def test_e_resolved_conflict_passes_lint_types_and_tests(conflicted: Updated) -> None:
+def test_resolved_conflict_passes_lint_types_and_tests(conflicted: Updated) -> None:
     project = conflicted.project
     # Resolve as an owner would: keep our side, drop the markers.
     text = (project / ".env.example").read_text()
@@ -706,6 +713,7 @@ def test_answer_changes_cover_every_question_but_the_package_name() -> None:
 @pytest.mark.parametrize(
     "change", ANSWER_CHANGES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items())
 )
+@pytest.mark.render
 def test_changing_an_answer_leaves_team_owned_files_untouched(
     customized_at_new: Path, change: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -740,6 +748,7 @@ def example_answered(example_removed: Updated) -> Updated:
 
 
 @pytest.mark.xdist_group("no-example")
+@pytest.mark.render
 def test_example_removed_by_the_team_stays_removed_on_update(
     example_removed: Updated, versions: TemplateVersions, tmp_path: Path
 ) -> None:
@@ -757,6 +766,7 @@ def test_example_removed_by_the_team_stays_removed_on_update(
 # checks are tests/test_seams.py's: an orders service without the example updates to the next
 # release and passes lint, types, tests and e2e.
 @pytest.mark.xdist_group("no-example")
+@pytest.mark.render
 def test_example_removed_then_answered_keeps_the_team_files(example_answered: Updated) -> None:
     updated = example_answered
     assert (updated.unmerged, updated.markers, updated.rejects) == ([], [], [])
@@ -773,6 +783,7 @@ def test_example_removed_passes_lint_types_and_tests_after_the_answer(
     _passes_its_own_checks(example_answered.project)
 
 
+@pytest.mark.render
 def test_without_keep_team_files_an_answer_change_conflicts_in_team_files(
     snapshot: Path, tmp_path: Path
 ) -> None:
@@ -829,6 +840,7 @@ def python_moved(
 
 
 @pytest.mark.xdist_group("python-move")
+@pytest.mark.render
 def test_python_version_change_applies_cleanly(python_moved: Updated, fresh: Path) -> None:
     assert (python_moved.unmerged, python_moved.markers, python_moved.rejects) == ([], [], [])
     assert _answers(python_moved.project)["python_version"] == DEFAULT_PYTHON_VERSION
@@ -857,6 +869,7 @@ def test_python_version_change_passes_lint_types_and_tests_on_the_new_version(
 # --- Copies from untagged refs, `make update` and the CI job ------------------------------------
 
 
+@pytest.mark.render
 def test_copy_from_an_untagged_commit_updates_to_the_release(
     versions: TemplateVersions, tmp_path: Path, fresh: Path
 ) -> None:
@@ -869,6 +882,7 @@ def test_copy_from_an_untagged_commit_updates_to_the_release(
     assert _differences(project, fresh) == []
 
 
+@pytest.mark.render
 def test_make_update_in_a_render_updates_to_the_newer_local_template_version(
     versions: TemplateVersions, tmp_path: Path, fresh: Path
 ) -> None:
@@ -897,6 +911,7 @@ def test_make_update_in_a_render_updates_to_the_newer_local_template_version(
 # --- What a release must keep: _exclude, the minimum Copier, the changelog ----------------------
 
 
+@pytest.mark.render
 def test_exclude_keeps_template_only_files_out(snapshot: Path, tmp_path: Path) -> None:
     repo = _fill(init_repo(tmp_path / "repo"), snapshot)
     leftovers = [
@@ -930,6 +945,7 @@ def test_exclude_keeps_template_only_files_out(snapshot: Path, tmp_path: Path) -
     ]
 
 
+@pytest.mark.render
 def test_min_copier_version_copies_and_updates_the_template(
     versions: TemplateVersions, tmp_path: Path, fresh: Path
 ) -> None:
@@ -988,7 +1004,7 @@ def test_each_migration_belongs_to_a_release_marked_migration_and_its_script_exi
         assert "**migration**" in section, f"CHANGELOG.md does not mark {version} as a migration"
 
 
-# --- (g) every released version updates to HEAD -------------------------------------------------
+# --- Every released version updates to HEAD ----------------------------------------------------
 
 
 @pytest.mark.parametrize("version", RELEASES)
@@ -1053,8 +1069,9 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return repo, head
 
 
-def test_g_released_versions_are_listed_and_accounted_for() -> None:
-    """Says which released versions (g) updates from, so a single release cannot pass silently."""
+def test_every_released_version_but_the_one_being_cut_is_in_history() -> None:
+    """Says which released versions the next test updates from, so a single release cannot pass
+    silently."""
     assert RELEASES, "CHANGELOG.md lists no released version"
     untestable = [version for version in RELEASES if release_commit(version) is None]
     # Only the newest release may be missing from history: the one the working tree is cutting.
@@ -1063,7 +1080,8 @@ def test_g_released_versions_are_listed_and_accounted_for() -> None:
 
 
 @pytest.mark.parametrize(("version", "commit"), _released_version_params())
-def test_g_every_released_version_updates_to_head(
+@pytest.mark.render
+def test_every_released_version_updates_to_head(
     version: str, commit: str, history: tuple[Path, str], tmp_path: Path
 ) -> None:
     repo, head = history
@@ -1079,7 +1097,8 @@ def test_g_every_released_version_updates_to_head(
     assert _differences(project, expected, before) == []
 
 
-def test_g_an_answer_given_with_the_update_wins_over_the_kept_python(
+@pytest.mark.render
+def test_an_answer_given_with_the_update_wins_over_the_kept_python(
     history: tuple[Path, str], tmp_path: Path
 ) -> None:
     """A service made before the python_version question can move with the same update that
@@ -1137,6 +1156,7 @@ def test_readme_migration_puts_the_team_sections_after_the_new_readme() -> None:
 
 @pytest.mark.xdist_group("history")
 @pytest.mark.parametrize(("version", "commit"), _released_version_params())
+@pytest.mark.render
 def test_readme_section_at_the_end_survives_the_update_from_each_release(
     version: str, commit: str, history: tuple[Path, str], tmp_path: Path
 ) -> None:
@@ -1191,6 +1211,7 @@ def _mini_template(repo: Path, files: dict[str, str]) -> str:
     return commit_all(repo, "A version")
 
 
+@pytest.mark.render
 def test_migration_0_2_0_says_merged_only_for_files_it_merged(tmp_path: Path) -> None:
     """Issue 21, point 10: the 0.2.0 migration names what it did to each file, and says
     "merged your edits" only where the template changed the file too."""
@@ -1287,6 +1308,7 @@ def from_0_1_0(history: tuple[Path, str], tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.mark.xdist_group("history")
+@pytest.mark.render
 def test_0_1_0_customized_service_keeps_every_edit_with_the_listed_conflicts(
     from_0_1_0: Updated,
 ) -> None:
@@ -1450,6 +1472,7 @@ def from_0_2_0_on_httpx(
 
 
 @pytest.mark.xdist_group("httpx2")
+@pytest.mark.render
 def test_0_2_0_team_code_on_httpx_moves_to_httpx2_without_conflicts(
     from_0_2_0_on_httpx: Updated,
 ) -> None:

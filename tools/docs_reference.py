@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from tests.interpreters import put_found_on_path
+from harness.interpreters import put_found_on_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS_PAGE = REPO_ROOT / "docs/reference/questions.md"

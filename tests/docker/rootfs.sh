@@ -2,7 +2,7 @@
 # tests/docker/rootfs.sh - a Debian root filesystem with the Pythons this host
 # lacks, built once with debootstrap and reused: the source of the e2e base
 # image (tests/docker/engine.sh) and of the template tests' Python 3.14 and
-# 3.15 (tests/interpreters.py).
+# 3.15 (harness/interpreters.py).
 #
 # Why this exists
 # ---------------
@@ -38,7 +38,7 @@
 #                           gets pythonX.Y and pythonX.Y-venv
 #     TEMPLATE_ROOTFS_CACHE where trees are kept (default
 #                           /var/cache/fastapi-template): one per release,
-#                           debian-$DEBIAN_SUITE; tests/interpreters.py
+#                           debian-$DEBIAN_SUITE; harness/interpreters.py
 #                           looks there too
 #     DEBIAN_MIRROR         mirror for debootstrap (default: the first entry of
 #                           apt's own sources for that release, else for this

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.interpreters import DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS, put_found_on_path
-from tests.support import RunningService, render, run, serve
+from harness.interpreters import DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS, put_found_on_path
+from harness.support import RunningService, render, run, serve
 
 PACKAGE = "my_service"
 # A window of the last four calls that opens at three failures (so the two failures of phase 2

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from tests.support import REPO_ROOT, run
+from harness.support import REPO_ROOT, run
 
 _QUESTION: dict[str, Any] = yaml.safe_load((REPO_ROOT / "copier.yml").read_text())["python_version"]
 PYTHON_VERSIONS: tuple[str, ...] = tuple(str(choice) for choice in _QUESTION["choices"])

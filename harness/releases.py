@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import (
+from harness.support import (
     commit_all,
     conflict_markers,
     copy_working_tree,
