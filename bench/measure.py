@@ -241,7 +241,8 @@ def fd_check(
 
 _CATEGORIES = [
     (f"{PACKAGE}/core/transport", "template: outbound chain (transport.py)"),
-    (f"{PACKAGE}/core/http_client", "template: aiohttp pool adapter (http_client.py)"),
+    (f"{PACKAGE}/core/pool", "template: aiohttp pool adapter (pool.py)"),
+    (f"{PACKAGE}/core/http_client", "template: shared client (http_client.py)"),
     (f"{PACKAGE}/core/middleware", "template: request middleware"),
     (f"{PACKAGE}/", "template: other modules"),
     ("stamina", "stamina + tenacity (retry loop)"),
