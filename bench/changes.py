@@ -42,10 +42,9 @@ from bench.processes import (
     prepare_render,
     say,
     start,
-    stop,
     unique_port,
 )
-from harness.support import REPO_ROOT, run, wait_http
+from harness.support import REPO_ROOT, run, stop_process, wait_http
 
 
 @dataclass(frozen=True)
@@ -309,7 +308,7 @@ def main() -> None:
                 )
     finally:
         for process in reversed(processes):
-            stop(process)
+            stop_process(process)
 
     rows = []
     for scenario in plan:

@@ -124,16 +124,6 @@ def assert_running(plan: list[Scenario]) -> None:
             raise SystemExit(f"{scenario.key} exited ({scenario.process.returncode}); see its log")
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def prepare_render(name: str, answers: dict[str, Any]) -> Path:
     destination = WORK / name
     if destination.exists():

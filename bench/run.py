@@ -54,12 +54,12 @@ from bench.processes import (
     prepare_render,
     say,
     start_all,
-    stop,
     unique_port,
     versions,
 )
 from bench.report import markdown, write_cells, write_results
 from harness.interpreters import PYTHON_VERSIONS
+from harness.support import stop_process
 
 
 def parse_args() -> argparse.Namespace:
@@ -113,7 +113,7 @@ def main() -> None:
         prof = profile(binary, service_a, 3 if args.quick else 5, args.results / "profile-A.txt")
     finally:
         for process in reversed(processes):
-            stop(process)
+            stop_process(process)
 
     micro = micro_layers(default, 3 if args.quick else 7, WORK / "micro.json")
 

@@ -257,14 +257,11 @@ def serve(
         _wait_for_bind(service, log_path)
         yield RunningService(f"http://127.0.0.1:{port}", downstream_url, log_path, service)
     finally:
-        for proc in processes:
+        for proc in processes:  # all of them drain at once
             if proc.poll() is None:
                 proc.terminate()
         for proc in processes:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
 
 
 # Template versions and updates (tests/test_update.py). Template versions are built and tagged in
@@ -285,6 +282,17 @@ _GIT_TEST_CONFIG = [
 CONFLICT_MARKER = re.compile(r"^(<{7}|={7}|>{7})( |$)", re.MULTILINE)
 # A released version is a `## <PEP 440 version>` heading in CHANGELOG.md, newest first.
 _CHANGELOG_HEADING = re.compile(r"^## (\S+)(?: - \d{4}-\d{2}-\d{2})?\s*$", re.MULTILINE)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGTERM (the drain a server is given), then SIGKILL after ``timeout`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -30,6 +30,7 @@ from harness.support import (
     render,
     run,
     serve,
+    stop_process,
     wait_http,
 )
 from tests.test_deploy import KUBECTL
@@ -238,11 +239,7 @@ def prometheus(project: Path, prometheus_tools: None) -> Iterator[tuple[str, Any
             time.sleep(5)  # a few scrapes and rule evaluations
             yield base, service
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_process(server)
             log.close()
 
 
