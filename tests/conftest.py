@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,11 @@ from harness.interpreters import (
 if shutil.which("uv") is None:  # pragma: no cover - the Makefile puts uv on PATH
     pytest.exit("uv is not on PATH: run the tests with `make test`", returncode=2)
 
+# Bytecode is written whatever the environment says: every render's processes, the Copier and
+# fleet commands the tests start, and the workers themselves would otherwise compile every
+# module they import again, each time (seconds per process).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 CACHE = Path(__file__).resolve().parent.parent / ".cache"
 os.environ.setdefault("UV_CACHE_DIR", str(CACHE / "uv"))
 # One mypy cache per test worker for every render's `make typecheck`: mypy revalidates a cached
@@ -60,3 +66,43 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]
     from harness.releases import build_releases
 
     return build_releases(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A directory that every pytest-xdist worker of this session shares (the pattern of
+    pytest-xdist's docs, "Making session-scoped fixtures execute only once")."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if worker_id != "master" else base
+
+
+@pytest.fixture(scope="session")
+def once_per_session(session_dir: Path) -> Callable[[str, str, Callable[[], object]], str]:
+    """``once(key, who, work)``: the first caller of ``key`` in the session, on any worker, runs
+    ``work`` under a file lock and records its outcome; a later caller waits for the lock and
+    gets that outcome instead of running it again: the name of the caller that ran it, or the
+    same failure, saying whose. For work whose result depends only on ``key``."""
+    import fcntl
+    import json
+
+    records = session_dir / "once"
+    records.mkdir(exist_ok=True)
+
+    def once(key: str, who: str, work: Callable[[], object]) -> str:
+        record = records / f"{key}.json"
+        with open(records / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if record.exists():
+                done = json.loads(record.read_text())
+                if done["error"] is not None:
+                    pytest.fail(f"{key} failed, run by {done['by']}:\n{done['error']}")
+                return str(done["by"])
+            try:
+                work()
+            except BaseException as error:
+                record.write_text(json.dumps({"by": who, "error": str(error)[-6000:]}))
+                raise
+            record.write_text(json.dumps({"by": who, "error": None}))
+            return who
+
+    return once
