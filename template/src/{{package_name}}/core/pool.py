@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -104,6 +105,14 @@ class PoolUsage:
     max_connections: int
 
 
+@functools.cache
+def system_trust() -> ssl.SSLContext:
+    """The same trust store as httpx2's own transport: the system's CA certificates (or
+    SSL_CERT_FILE / SSL_CERT_DIR), as httpcore2's default context reads them. Built once per
+    process: reading the store takes milliseconds, and one context serves every pool."""
+    return httpx2.create_ssl_context()
+
+
 class AiohttpTransport(httpx2.AsyncBaseTransport):
     """httpx2's transport interface over an aiohttp connection pool.
 
@@ -122,9 +131,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
 
     def __init__(self, http: HttpClientSettings) -> None:
         self._settings = http
-        # The same trust store as httpx2's own transport: the system's CA certificates (or
-        # SSL_CERT_FILE / SSL_CERT_DIR), as httpcore2's default context reads them.
-        self._ssl: ssl.SSLContext = httpx2.create_ssl_context()
+        self._ssl = system_trust()
         self._session: _Session | None = None
         self._slots = asyncio.Semaphore(http.max_connections)
         self._timeout_key: tuple[float | None, float | None] = (None, None)
