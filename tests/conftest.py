@@ -26,14 +26,6 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
 CACHE = Path(__file__).resolve().parent.parent / ".cache"
 os.environ.setdefault("UV_CACHE_DIR", str(CACHE / "uv"))
-# One mypy cache per test worker for every render's `make typecheck`: mypy revalidates a cached
-# module by its content hash whatever its path, so a file another render already checked
-# (byte-identical: most of src/ and tests/, and every dependency) is not checked again, and a
-# changed one is, with everything that depends on it. Per worker, so no two mypy runs write one
-# cache at once.
-os.environ.setdefault(
-    "MYPY_CACHE_DIR", str(CACHE / "mypy" / os.environ.get("PYTEST_XDIST_WORKER", "main"))
-)
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 # Every python_version a render can ask for, as found on this machine (harness/interpreters.py),

@@ -13,7 +13,6 @@ How to find the first version that passes when a floor fails: docs/releasing.md.
 from __future__ import annotations
 
 import json
-import os
 import re
 import tomllib
 from collections.abc import Callable
@@ -48,13 +47,8 @@ FLOOR_PYTHONS = sorted(
     key=Version,
 )
 # Every uv call of the render's make targets (`uv sync`, `uv run`) resolves with it, so each one
-# keeps the lowest versions instead of locking the highest again. mypy keeps a cache of its own
-# for them: the lowest versions' modules would replace the highest ones' in the shared cache
-# (tests/conftest.py) that the other renders reuse.
-LOWEST = {
-    "UV_RESOLUTION": "lowest-direct",
-    "MYPY_CACHE_DIR": os.environ["MYPY_CACHE_DIR"] + "-floors",
-}
+# keeps the lowest versions instead of locking the highest again.
+LOWEST = {"UV_RESOLUTION": "lowest-direct"}
 
 
 def floors(pyproject: Path) -> dict[str, Version]:

@@ -105,12 +105,16 @@ def _stub_calls(service: RunningService) -> dict[str, Any]:
 
 
 def _lines_of(service: RunningService, answer: Answer, *events: str) -> list[dict[str, Any]]:
-    """The service's log lines of ``events`` written while it handled ``answer``'s request."""
-    return [
-        line
-        for line in service.log_lines()
-        if line.get("request_id") == answer.request_id and line.get("event") in events
-    ]
+    """The service's log lines of ``events`` written while it handled ``answer``'s request.
+
+    Waits (up to 5 s) for the request's inbound ``request`` line, its last: the service writes
+    it once the response is sent, so the caller can hold the answer before the line is there."""
+    deadline = time.monotonic() + 5
+    while True:
+        mine = [line for line in service.log_lines() if line.get("request_id") == answer.request_id]
+        if any(line.get("event") == "request" for line in mine) or time.monotonic() > deadline:
+            return [line for line in mine if line.get("event") in events]
+        time.sleep(0.02)
 
 
 def _show(lines: list[dict[str, Any]]) -> None:
