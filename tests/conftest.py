@@ -15,6 +15,7 @@ from harness.interpreters import (
     missing_message,
     put_found_on_path,
 )
+from harness.support import SHARED_MYPY_CACHE
 
 if shutil.which("uv") is None:  # pragma: no cover - the Makefile puts uv on PATH
     pytest.exit("uv is not on PATH: run the tests with `make test`", returncode=2)
@@ -26,6 +27,13 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
 CACHE = Path(__file__).resolve().parent.parent / ".cache"
 os.environ.setdefault("UV_CACHE_DIR", str(CACHE / "uv"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One mypy cache per worker for every render's type check (harness.support.typecheck)."""
+    worker = getattr(config, "workerinput", {}).get("workerid", "main")
+    os.environ.setdefault(SHARED_MYPY_CACHE, str(CACHE / "mypy" / worker))
+
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 # Every python_version a render can ask for, as found on this machine (harness/interpreters.py),

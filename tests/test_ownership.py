@@ -29,6 +29,7 @@ from harness.support import (
     render,
     replace_once,
     run,
+    typecheck,
     update_project,
 )
 from tests.test_deploy import KUBECTL
@@ -387,7 +388,7 @@ def test_next_release_customized_service_passes_lint_types_and_tests(
     run(["make", "install"], cwd=project)
     lint = run(["make", "lint"], cwd=project)
     assert "template drift: none" in lint.stdout, lint.stdout + lint.stderr
-    run(["make", "typecheck"], cwd=project)
+    typecheck(project)
     result = run(["make", "test"], cwd=project)
     assert "tests/test_orders.py .." in result.stdout, result.stdout
     # The team's alert is still deployed: its PrometheusRule is current and the overlay has it.

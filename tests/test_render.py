@@ -4,7 +4,9 @@ render's own workflow: no Jinja left, ruff, ruff format, mypy --strict and its p
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ from typing import Any
 import pytest
 
 from harness.interpreters import DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS, reported_version
-from harness.support import project_files, pytest_summary, render, run
+from harness.support import SHARED_MYPY_CACHE, project_files, pytest_summary, render, run, typecheck
 
 pytestmark = pytest.mark.render
 
@@ -109,7 +111,7 @@ def _passes_its_workflow(project: Path, version: str) -> None:
     # uv chose the interpreter from the render's own .python-version.
     assert reported_version([str(project / ".venv/bin/python")], project) == version
     run(["make", "lint"], cwd=project)
-    run(["make", "typecheck"], cwd=project)
+    typecheck(project)
     result = run(["make", "test"], cwd=project)
     summary = pytest_summary(result.stdout)
     assert re.match(r"\d+ passed", summary), summary
@@ -182,3 +184,26 @@ def test_named_answers_reach_the_render(tmp_path: Path) -> None:
     assert "Field(9000," in settings
     assert "EXPOSE 9000" in (project / "Dockerfile").read_text()
     assert 'name = "orders-api"' in (project / "pyproject.toml").read_text()
+
+
+def test_the_shared_mypy_cache_never_serves_another_renders_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two renders whose files match in relative path, size and mtime (``my_service`` and
+    ``orders_api`` are names of one length) but not in content: on a cache that holds the
+    first's modules, plain mypy takes them for the second's (and records them as its own);
+    harness.support.typecheck does not."""
+    first = render(tmp_path / "first")
+    second = render(tmp_path / "second", {"service_name": "orders-api"})
+    for project in (first, second):
+        run(["make", "install"], cwd=project)
+        for path in project.glob("**/*.py"):
+            if ".venv" not in path.parts:
+                os.utime(path, (900_000_000, 900_000_000))  # before any of typecheck()
+    plain = tmp_path / "plain-cache"
+    run(["make", "typecheck"], cwd=first, env={"MYPY_CACHE_DIR": str(plain)})
+    shared = shutil.copytree(plain, tmp_path / "shared-cache")
+    with pytest.raises(AssertionError, match=r'module named "my_service\.'):
+        run(["make", "typecheck"], cwd=second, env={"MYPY_CACHE_DIR": str(plain)})
+    monkeypatch.setenv(SHARED_MYPY_CACHE, str(shared))
+    assert "Success: no issues found" in typecheck(second).stdout

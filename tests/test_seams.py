@@ -22,6 +22,7 @@ from harness.support import (
     render,
     replace_once,
     run,
+    typecheck,
     update_project,
 )
 
@@ -318,7 +319,7 @@ def _append(path: Path, text: str) -> None:
 def _checks(project: Path) -> None:
     run(["make", "install"], cwd=project)
     run(["make", "lint"], cwd=project)
-    run(["make", "typecheck"], cwd=project)
+    typecheck(project)
     _passed(run(["make", "test"], cwd=project).stdout)
 
 

@@ -60,6 +60,7 @@ from harness.support import (
     render,
     replace_once,
     run,
+    typecheck,
     unmerged_paths,
     update_project,
 )
@@ -269,7 +270,7 @@ def _passes_its_own_checks(project: Path) -> str:
     """The render's own workflow after an update, as CI runs it. Returns the test run's output."""
     run(["make", "install"], cwd=project)
     run(["make", "lint"], cwd=project)
-    run(["make", "typecheck"], cwd=project)
+    typecheck(project)
     result = run(["make", "test"], cwd=project)
     assert re.search(r"\d+ passed", result.stdout), result.stdout
     assert " failed" not in result.stdout.splitlines()[-1], result.stdout
