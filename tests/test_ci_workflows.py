@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from harness.interpreters import PYTHON_VERSIONS, base_image
 from harness.support import render
 from tests.test_render import VARIANTS
 
@@ -133,3 +134,32 @@ def test_dependency_updates_cover_the_lock_and_the_action_pins(tmp_path: Path) -
     other = render(tmp_path / "none", {"ci_provider": "none"})
     assert not (other / ".github").exists()
     assert not (other / "renovate.json").exists()
+
+
+# A FROM line's image, after any flags (`--platform=...`); a stage name (`AS build`) follows it.
+FROM_IMAGE = re.compile(r"^FROM\s+(?:--\S+\s+)*(\S+)", re.MULTILINE | re.IGNORECASE)
+
+
+def from_images(dockerfile: str) -> list[str]:
+    """The image each FROM line of ``dockerfile`` names, as written."""
+    return FROM_IMAGE.findall(dockerfile)
+
+
+@pytest.mark.parametrize("version", PYTHON_VERSIONS)
+def test_every_from_names_the_base_image_of_its_python(tmp_path: Path, version: str) -> None:
+    """Dependabot reads no ARG in FROM (dependabot-core#2057): both stages name the image of
+    includes/python.jinja literally, and the Dockerfile says how to build on another one."""
+    project = render(tmp_path / "service", {"python_version": version})
+    dockerfile = (project / "Dockerfile").read_text()
+    image = base_image(version)
+    assert image.startswith(f"python:{version}-slim-")
+    images = from_images(dockerfile)
+    assert [name for name in images if "$" in name] == []
+    assert images == [image, image]
+    assert not re.search(r"^ARG BASE_IMAGE", dockerfile, re.MULTILINE)
+    assert f"--build-context {image}=docker-image://registry.internal/{image} ." in dockerfile
+    assert f"docker tag <your image> {image}\n" in dockerfile
+    # What the check looks for: a FROM with a variable is found.
+    assert from_images("ARG BASE_IMAGE=x\nFROM --platform=linux/amd64 ${BASE_IMAGE} AS b\n") == [
+        "${BASE_IMAGE}"
+    ]
