@@ -1,6 +1,7 @@
 """The rendered GitHub Actions CI is hardened: zizmor (offline audits) finds nothing in any
 GitHub variant, every action is pinned to a full commit SHA with its version beside it; and
-dependency updates (Dependabot on GitHub, Renovate on GitLab) keep uv.lock and the pins current."""
+dependency updates (Dependabot on GitHub, Renovate on GitLab) keep uv.lock, the pins and the
+Dockerfile's images current, which they can read because every FROM names its image literally."""
 
 from __future__ import annotations
 
@@ -97,19 +98,31 @@ def _schema_check(schema: str, path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
-def test_dependency_updates_cover_the_lock_and_the_action_pins(tmp_path: Path) -> None:
+def test_dependency_updates_cover_the_lock_the_pins_and_the_images(tmp_path: Path) -> None:
     github = render(tmp_path / "github")
     dependabot = github / ".github/dependabot.yml"
     checked = _schema_check("dependabot", dependabot)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     updates = {u["package-ecosystem"]: u for u in yaml.safe_load(dependabot.read_text())["updates"]}
-    # uv.lock (the git hooks included: they run from it) and the SHA-pinned actions.
-    assert set(updates) == {"uv", "github-actions"}
+    # uv.lock (the git hooks included: they run from it), the SHA-pinned actions and the
+    # Dockerfile's FROM lines; each weekly, grouped, a week after a release.
+    assert set(updates) == {"uv", "github-actions", "docker"}
     assert all(
-        u["directory"] == "/" and u["cooldown"]["default-days"] == 7 for u in updates.values()
+        u["directory"] == "/"
+        and u["schedule"]["interval"] == "weekly"
+        and [group["patterns"] for group in u["groups"].values()] == [["*"]]
+        and u["cooldown"]["default-days"] == 7
+        for u in updates.values()
     )
     # The lock moves; pyproject.toml's ranges (the template's lines and the team's) stay.
     assert updates["uv"]["versioning-strategy"] == "increase-if-necessary"
+    # The base image's Python moves with the python_version answer, never by a pull request.
+    (python,) = updates["docker"]["ignore"]
+    assert {base_image(v).split(":")[0] for v in PYTHON_VERSIONS} == {python["dependency-name"]}
+    assert set(python["update-types"]) == {
+        "version-update:semver-major",
+        "version-update:semver-minor",
+    }
     assert not (github / "renovate.json").exists()
     # The schema check can fail: an ecosystem Dependabot does not know.
     broken = tmp_path / "broken.yml"
@@ -123,7 +136,13 @@ def test_dependency_updates_cover_the_lock_and_the_action_pins(tmp_path: Path) -
     checked = _schema_check("renovate", renovate)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     config = json.loads(renovate.read_text())
-    assert config["enabledManagers"] == ["pep621"]  # pyproject.toml and uv.lock
+    # pyproject.toml and uv.lock; the Dockerfile's FROM lines.
+    assert config["enabledManagers"] == ["pep621", "dockerfile"]
+    (python,) = [rule for rule in config["packageRules"] if "matchPackageNames" in rule]
+    assert python["matchManagers"] == ["dockerfile"]
+    assert python["matchPackageNames"] == [base_image(PYTHON_VERSIONS[0]).split(":")[0]]
+    assert set(python["matchUpdateTypes"]) == {"major", "minor"}
+    assert python["enabled"] is False
     assert config["rangeStrategy"] == "update-lockfile"
     assert config["lockFileMaintenance"]["enabled"] is True  # the indirect dependencies too
     assert not (gitlab / ".github").exists()
