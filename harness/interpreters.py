@@ -36,6 +36,15 @@ PYTHON_VERSIONS: tuple[str, ...] = tuple(str(choice) for choice in _QUESTION["ch
 DEFAULT_PYTHON_VERSION = str(_QUESTION["default"])
 
 
+def base_image(version: str) -> str:
+    """The image a render on ``version`` builds on: the ``base_image`` macro of
+    includes/python.jinja, which the render's Dockerfile names in its FROM lines."""
+    import jinja2
+
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(REPO_ROOT))
+    return str(environment.get_template("includes/python.jinja").module.base_image(version))
+
+
 def override_variable(version: str) -> str:
     """The environment variable that names the interpreter for ``version`` explicitly."""
     return "TEMPLATE_TEST_PYTHON_" + version.replace(".", "_")

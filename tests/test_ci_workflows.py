@@ -1,6 +1,7 @@
 """The rendered GitHub Actions CI is hardened: zizmor (offline audits) finds nothing in any
 GitHub variant, every action is pinned to a full commit SHA with its version beside it; and
-dependency updates (Dependabot on GitHub, Renovate on GitLab) keep uv.lock and the pins current."""
+dependency updates (Dependabot on GitHub, Renovate on GitLab) keep uv.lock, the pins and the
+Dockerfile's images current, which they can read because every FROM names its image literally."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from harness.interpreters import PYTHON_VERSIONS, base_image
 from harness.support import render
 from tests.test_render import VARIANTS
 
@@ -96,19 +98,31 @@ def _schema_check(schema: str, path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
-def test_dependency_updates_cover_the_lock_and_the_action_pins(tmp_path: Path) -> None:
+def test_dependency_updates_cover_the_lock_the_pins_and_the_images(tmp_path: Path) -> None:
     github = render(tmp_path / "github")
     dependabot = github / ".github/dependabot.yml"
     checked = _schema_check("dependabot", dependabot)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     updates = {u["package-ecosystem"]: u for u in yaml.safe_load(dependabot.read_text())["updates"]}
-    # uv.lock (the git hooks included: they run from it) and the SHA-pinned actions.
-    assert set(updates) == {"uv", "github-actions"}
+    # uv.lock (the git hooks included: they run from it), the SHA-pinned actions and the
+    # Dockerfile's FROM lines; each weekly, grouped, a week after a release.
+    assert set(updates) == {"uv", "github-actions", "docker"}
     assert all(
-        u["directory"] == "/" and u["cooldown"]["default-days"] == 7 for u in updates.values()
+        u["directory"] == "/"
+        and u["schedule"]["interval"] == "weekly"
+        and [group["patterns"] for group in u["groups"].values()] == [["*"]]
+        and u["cooldown"]["default-days"] == 7
+        for u in updates.values()
     )
     # The lock moves; pyproject.toml's ranges (the template's lines and the team's) stay.
     assert updates["uv"]["versioning-strategy"] == "increase-if-necessary"
+    # The base image's Python moves with the python_version answer, never by a pull request.
+    (python,) = updates["docker"]["ignore"]
+    assert {base_image(v).split(":")[0] for v in PYTHON_VERSIONS} == {python["dependency-name"]}
+    assert set(python["update-types"]) == {
+        "version-update:semver-major",
+        "version-update:semver-minor",
+    }
     assert not (github / "renovate.json").exists()
     # The schema check can fail: an ecosystem Dependabot does not know.
     broken = tmp_path / "broken.yml"
@@ -122,7 +136,13 @@ def test_dependency_updates_cover_the_lock_and_the_action_pins(tmp_path: Path) -
     checked = _schema_check("renovate", renovate)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     config = json.loads(renovate.read_text())
-    assert config["enabledManagers"] == ["pep621"]  # pyproject.toml and uv.lock
+    # pyproject.toml and uv.lock; the Dockerfile's FROM lines.
+    assert config["enabledManagers"] == ["pep621", "dockerfile"]
+    (python,) = [rule for rule in config["packageRules"] if "matchPackageNames" in rule]
+    assert python["matchManagers"] == ["dockerfile"]
+    assert python["matchPackageNames"] == [base_image(PYTHON_VERSIONS[0]).split(":")[0]]
+    assert set(python["matchUpdateTypes"]) == {"major", "minor"}
+    assert python["enabled"] is False
     assert config["rangeStrategy"] == "update-lockfile"
     assert config["lockFileMaintenance"]["enabled"] is True  # the indirect dependencies too
     assert not (gitlab / ".github").exists()
@@ -133,3 +153,32 @@ def test_dependency_updates_cover_the_lock_and_the_action_pins(tmp_path: Path) -
     other = render(tmp_path / "none", {"ci_provider": "none"})
     assert not (other / ".github").exists()
     assert not (other / "renovate.json").exists()
+
+
+# A FROM line's image, after any flags (`--platform=...`); a stage name (`AS build`) follows it.
+FROM_IMAGE = re.compile(r"^FROM\s+(?:--\S+\s+)*(\S+)", re.MULTILINE | re.IGNORECASE)
+
+
+def from_images(dockerfile: str) -> list[str]:
+    """The image each FROM line of ``dockerfile`` names, as written."""
+    return FROM_IMAGE.findall(dockerfile)
+
+
+@pytest.mark.parametrize("version", PYTHON_VERSIONS)
+def test_every_from_names_the_base_image_of_its_python(tmp_path: Path, version: str) -> None:
+    """Dependabot reads no ARG in FROM (dependabot-core#2057): both stages name the image of
+    includes/python.jinja literally, and the Dockerfile says how to build on another one."""
+    project = render(tmp_path / "service", {"python_version": version})
+    dockerfile = (project / "Dockerfile").read_text()
+    image = base_image(version)
+    assert image.startswith(f"python:{version}-slim-")
+    images = from_images(dockerfile)
+    assert [name for name in images if "$" in name] == []
+    assert images == [image, image]
+    assert not re.search(r"^ARG BASE_IMAGE", dockerfile, re.MULTILINE)
+    assert f"--build-context {image}=docker-image://registry.internal/{image} ." in dockerfile
+    assert f"docker tag <your image> {image}\n" in dockerfile
+    # What the check looks for: a FROM with a variable is found.
+    assert from_images("ARG BASE_IMAGE=x\nFROM --platform=linux/amd64 ${BASE_IMAGE} AS b\n") == [
+        "${BASE_IMAGE}"
+    ]

@@ -41,7 +41,12 @@ from packaging.version import Version
 from fleet.environment import without_make_variables
 from fleet.ownership import MAP_FILE
 from fleet.ownership import parse as parse_ownership
-from harness.interpreters import DEFAULT_PYTHON_VERSION, PYTHON_VERSIONS, reported_version
+from harness.interpreters import (
+    DEFAULT_PYTHON_VERSION,
+    PYTHON_VERSIONS,
+    base_image,
+    reported_version,
+)
 from harness.support import (
     REPO_ROOT,
     changelog_commit,
@@ -64,6 +69,7 @@ from harness.support import (
     unmerged_paths,
     update_project,
 )
+from tests.test_ci_workflows import from_images
 
 COPIER_CONFIG: dict[str, Any] = yaml.safe_load((REPO_ROOT / "copier.yml").read_text())
 MIGRATIONS: list[dict[str, Any]] = COPIER_CONFIG.get("_migrations", [])
@@ -851,7 +857,10 @@ def test_python_version_change_applies_cleanly(python_moved: Updated, fresh: Pat
         for difference in _differences(python_moved.project, fresh)
         if not difference.endswith(": uv.lock")
     ] == []
-    assert "ARG BASE_IMAGE=python:3.11" not in (python_moved.project / "Dockerfile").read_text()
+    # Both stages build on the new Python's image; nothing names the old one.
+    dockerfile = (python_moved.project / "Dockerfile").read_text()
+    assert from_images(dockerfile) == [base_image(DEFAULT_PYTHON_VERSION)] * 2
+    assert base_image(OLDEST_PYTHON) not in dockerfile
 
 
 @pytest.mark.xdist_group("python-move")
