@@ -100,3 +100,77 @@ def judge(ratio_table: dict[str, Any], fd: dict[str, Any] | None) -> list[dict[s
             }
         )
     return verdicts
+
+
+def _paired(
+    by: dict[tuple[str, int, int], dict[str, Any]],
+    reps: list[int],
+    top: str,
+    bottom: str,
+    c: int,
+    metric: str,
+) -> dict[str, Any] | None:
+    """``top`` over ``bottom`` in ``metric`` at ``c``: the ratio of medians, and its range over
+    the repetitions (each pairs two cells of one repetition)."""
+    pairs = [
+        (by[(top, c, rep)][metric], by[(bottom, c, rep)][metric])
+        for rep in reps
+        if (top, c, rep) in by and (bottom, c, rep) in by
+    ]
+    pairs = [(t, b) for t, b in pairs if t is not None and b]
+    if not pairs:
+        return None
+    per_rep = [t / b for t, b in pairs]
+    median_bottom = statistics.median(b for _, b in pairs)
+    return {
+        "ratio": round(statistics.median(t for t, _ in pairs) / median_bottom, 2),
+        "per_rep_min": round(min(per_rep), 2),
+        "per_rep_max": round(max(per_rep), 2),
+    }
+
+
+def server_comparison(cells: list[dict[str, Any]], servers: tuple[str, ...]) -> dict[str, Any]:
+    """A and D under each server of ``servers`` (uvicorn's keys are ``A`` and ``D``, another
+    server's ``A:<server>``): A/D under each, in throughput and in CPU per request, and each
+    other server against uvicorn for each app. Empty when only uvicorn ran."""
+    others = [s for s in servers if s != "uvicorn"]
+    if not others:
+        return {}
+    by = {(cell["scenario"], cell["c"], cell["rep"]): cell for cell in cells}
+    reps = sorted({cell["rep"] for cell in cells})
+    cs = sorted({cell["c"] for cell in cells if cell["scenario"] in ("A", "D")})
+
+    def key(app: str, server: str) -> str:
+        return app if server == "uvicorn" else f"{app}:{server}"
+
+    out: dict[str, dict[str, Any]] = {}
+
+    def add(name: str, top: str, bottom: str, metric: str) -> None:
+        for c in cs:
+            entry = _paired(by, reps, top, bottom, c, metric)
+            if entry is not None:
+                out.setdefault(name, {})[str(c)] = entry
+
+    for server in servers:
+        add(f"A/D rps ({server})", key("A", server), key("D", server), "rps")
+        add(
+            f"A/D CPU per request ({server})",
+            key("A", server),
+            key("D", server),
+            "cpu_us_per_request",
+        )
+    for server in others:
+        for app in ("A", "D"):
+            add(
+                f"{app}: {server}/uvicorn CPU per request",
+                key(app, server),
+                app,
+                "cpu_us_per_request",
+            )
+            add(f"{app}: {server}/uvicorn rps", key(app, server), app, "rps")
+            add(f"{app}: {server}/uvicorn p99", key(app, server), app, "p99_ms")
+    return {
+        "servers": list(servers),
+        "keys": {app: {s: key(app, s) for s in servers} for app in ("A", "D")},
+        "ratios": out,
+    }

@@ -5,7 +5,8 @@
 Each is the smallest FastAPI app that does what the rendered service's ``GET /users/{id}`` does
 (call the users service, parse the user into a pydantic model, return it), with nothing else:
 no logging, tracing, retries, breaker or metrics. They run under the same uvicorn settings as
-the rendered service (uvloop, httptools, no access log).
+the rendered service (uvloop, httptools, no access log). ``build`` makes one with its ``/readyz``;
+bench/granian_apps.py serves the same app under granian.
 
 - C: one shared ``httpx2.AsyncClient`` on httpx2's default transport (the seed's client).
 - D: one shared ``aiohttp.ClientSession``.
@@ -115,18 +116,24 @@ def no_outbound(_: str) -> FastAPI:
 GATEWAYS = {"C": shared_httpx, "D": shared_aiohttp, "E": client_per_request, "F": no_outbound}
 
 
+def build(scenario: str, downstream: str) -> FastAPI:
+    """The gateway's app, with the ``/readyz`` the benchmark waits for."""
+    app = GATEWAYS[scenario](downstream.rstrip("/"))
+
+    @app.get("/readyz")
+    async def ready() -> dict[str, str]:
+        return {"status": "ready"}
+
+    return app
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", choices=sorted(GATEWAYS), required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--downstream", default="http://127.0.0.1:18001")
     args = parser.parse_args()
-    app = GATEWAYS[args.scenario](args.downstream.rstrip("/"))
-
-    @app.get("/readyz")
-    async def ready() -> dict[str, str]:
-        return {"status": "ready"}
-
+    app = build(args.scenario, args.downstream)
     uvicorn.run(
         app,
         host="127.0.0.1",

@@ -31,6 +31,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def service_cpu_seconds(scenario: Scenario) -> float:
+    """The CPU time of a scenario's processes: the one started and, under granian, its worker
+    process, where the requests are served."""
+    return sum(cpu_seconds(pid) for pid in scenario.pids or [scenario.pid])
+
+
 def settle(plan: list[Scenario], timeout: float = 30.0) -> float:
     """Wait until every service is idle, so that the next cell has its core to itself.
 
@@ -39,9 +45,9 @@ def settle(plan: list[Scenario], timeout: float = 30.0) -> float:
     next. Returns the seconds waited."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        before = sum(cpu_seconds(s.pid) for s in plan)
+        before = sum(service_cpu_seconds(s) for s in plan)
         time.sleep(0.25)
-        if sum(cpu_seconds(s.pid) for s in plan) - before < 0.02:  # under 8% of a core
+        if sum(service_cpu_seconds(s) for s in plan) - before < 0.02:  # under 8% of a core
             break
     return round(time.monotonic() - started, 2)
 
@@ -78,9 +84,9 @@ def measure_cell(
     if warmup:
         wrk(binary, scenario.url, connections, warmup)
     load = os.getloadavg()[0]
-    cpu_before = cpu_seconds(scenario.pid)
+    cpu_before = service_cpu_seconds(scenario)
     result = wrk(binary, scenario.url, connections, seconds)
-    cpu_used = cpu_seconds(scenario.pid) - cpu_before
+    cpu_used = service_cpu_seconds(scenario) - cpu_before
     requests = result["requests"]
     latency = result["latency_us"]
     errors = result["errors"]

@@ -1,5 +1,6 @@
-"""Setting up and controlling what the benchmark loads: its tools (wrk, the render's Python),
-the renders, the stub, service and gateway processes and the cores they are pinned to."""
+"""Setting up and controlling what the benchmark loads: its tools (wrk, the render's Python,
+granian), the renders, the stub, service and gateway processes and the cores they are pinned
+to."""
 
 from __future__ import annotations
 
@@ -21,6 +22,28 @@ from harness.support import DEFAULT_ANSWERS, REPO_ROOT, free_port, render, run, 
 PACKAGE = DEFAULT_ANSWERS["package_name"]
 PREFIX = PACKAGE.upper() + "_"
 STARTED = time.monotonic()
+
+# The servers the A and D scenarios can run under (--servers). uvicorn is the template's own
+# (uvloop and httptools, from the render); granian is installed into the render's environment
+# for the run, from the package index (docs/decisions/0014-asgi-server.md).
+SERVERS = ("uvicorn", "granian")
+GRANIAN = "granian>=2.8,<2.9"
+# granian as the benchmark runs it: ASGI, uvloop, one worker process, HTTP/1 only, no access
+# log; the app is a factory of bench/granian_apps.py (the repository on PYTHONPATH).
+GRANIAN_OPTIONS = (
+    "--interface",
+    "asgi",
+    "--loop",
+    "uvloop",
+    "--workers",
+    "1",
+    "--http",
+    "1",
+    "--no-access-log",
+    "--log-level",
+    "warning",
+    "--factory",
+)
 
 
 def say(message: str) -> None:
@@ -93,6 +116,10 @@ class Scenario:
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=unique_port)
     process: subprocess.Popen[bytes] | None = None
+    server: str = "uvicorn"
+    # The process and its children, once it serves (granian serves from a worker process its
+    # main process starts); the CPU per request counts them all.
+    pids: list[int] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -102,6 +129,24 @@ class Scenario:
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+
+def descendants(pid: int) -> list[int]:
+    """The ids of the processes below ``pid`` (from /proc: the parent of each process)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # it exited meanwhile
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
 
 
 def start(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -134,9 +179,45 @@ def prepare_render(name: str, answers: dict[str, Any]) -> Path:
     return destination
 
 
+def install_granian(project: Path) -> None:
+    """granian into the render's environment (uv, the bootstrapped one), for --servers granian."""
+    say(f"installing {GRANIAN} into the render's environment")
+    run(
+        ["uv", "pip", "install", "--quiet", "--python", str(project / ".venv/bin/python"), GRANIAN],
+        cwd=project,
+    )
+
+
+def granian_command(project: Path, port: int, target: str, *options: str) -> list[str]:
+    """granian serving ``target`` (a factory of bench/granian_apps.py) on ``port``, with
+    ``options`` besides the benchmark's, pinned to the services' core (its worker process
+    inherits the pinning)."""
+    return [
+        *pin(1),
+        str(project / ".venv/bin/python"),
+        "-m",
+        "granian",
+        *GRANIAN_OPTIONS,
+        *options,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        f"bench.granian_apps:{target}",
+    ]
+
+
 def scenarios(
-    default: Path, no_metrics: Path, stub_port: int, all_c: tuple[int, ...], b_c: tuple[int, ...]
+    default: Path,
+    no_metrics: Path | None,
+    stub_port: int,
+    all_c: tuple[int, ...],
+    b_c: tuple[int, ...],
+    servers: tuple[str, ...] = ("uvicorn",),
 ) -> list[Scenario]:
+    """Every scenario of a run: A to F under uvicorn (B:no-metrics only with its render), and
+    A and D under each other server in ``servers`` (keys ``A:granian``, ``D:granian``)."""
+
     def service(
         key: str, label: str, group: str, project: Path, concurrency: tuple[int, ...], **env: str
     ) -> Scenario:
@@ -157,6 +238,29 @@ def scenarios(
         }
         return scenario
 
+    def under_granian(base: Scenario) -> Scenario:
+        app = base.key  # A or D
+        scenario = Scenario(
+            f"{app}:granian",
+            f"{app} under granian (ASGI, uvloop, one worker, HTTP/1)",
+            "servers",
+            all_c,
+            [],
+            default,
+            server="granian",
+        )
+        target = "rendered" if app == "A" else "gateway"
+        scenario.command = granian_command(default, scenario.port, target)
+        scenario.env = {
+            **base.env,
+            **({f"{PREFIX}PORT": str(scenario.port)} if app == "A" else {}),
+            "PYTHONPATH": str(REPO_ROOT),
+            "BENCH_PACKAGE": PACKAGE,
+            "BENCH_GATEWAY": app,
+            "BENCH_DOWNSTREAM": f"http://127.0.0.1:{stub_port}",
+        }
+        return scenario
+
     def gateway(key: str, label: str) -> Scenario:
         scenario = Scenario(key, label, key, all_c, [], default)
         scenario.command = [
@@ -173,7 +277,7 @@ def scenarios(
         return scenario
 
     otlp = f"http://127.0.0.1:{stub_port}/v1/traces"
-    return [
+    plan = [
         service("A", "rendered service, full default stack", "A", default, all_c),
         service(
             "B:httpx-pool",
@@ -207,12 +311,20 @@ def scenarios(
             b_c,
             LOG_LEVEL="WARNING",
         ),
-        service("B:no-metrics", "A rendered with include_metrics=false", "B", no_metrics, b_c),
+        *(
+            [service("B:no-metrics", "A rendered with include_metrics=false", "B", no_metrics, b_c)]
+            if no_metrics is not None
+            else []
+        ),
         gateway("C", "plain FastAPI, shared httpx2.AsyncClient"),
         gateway("D", "plain FastAPI, shared aiohttp.ClientSession"),
         gateway("E", "plain FastAPI, new httpx2.AsyncClient per request"),
         gateway("F", "plain FastAPI, no outbound call (ceiling)"),
     ]
+    if "granian" in servers:
+        by_key = {s.key: s for s in plan}
+        plan += [under_granian(by_key["A"]), under_granian(by_key["D"])]
+    return plan
 
 
 def versions(project: Path) -> dict[str, str]:
@@ -230,12 +342,17 @@ def versions(project: Path) -> dict[str, str]:
         "stamina",
         "pydantic",
         "orjson",
+        "granian",
     ]
-    # Asked of the render's interpreter: the scenarios run on it, not on the harness's.
+    # Asked of the render's interpreter: the scenarios run on it, not on the harness's. A name
+    # not installed there (granian, without --servers granian) is left out.
     code = (
-        "import importlib.metadata as m, json, platform; "
-        f"print(json.dumps({{**{{n: m.version(n) for n in {names!r}}}, "
-        "'python': platform.python_version()}))"
+        "import importlib.metadata as m, json, platform\n"
+        "found = {}\n"
+        f"for n in {names!r}:\n"
+        "    try: found[n] = m.version(n)\n"
+        "    except m.PackageNotFoundError: pass\n"
+        "print(json.dumps({**found, 'python': platform.python_version()}))"
     )
     found = run([str(project / ".venv/bin/python"), "-c", code], cwd=project).stdout
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
@@ -247,16 +364,19 @@ def versions(project: Path) -> dict[str, str]:
 
 def start_all(
     default: Path,
-    no_metrics: Path,
+    no_metrics: Path | None,
     stub_port: int,
     concurrencies: tuple[int, ...],
     b_concurrencies: tuple[int, ...],
     logs: Path,
     processes: list[subprocess.Popen[bytes]],
+    servers: tuple[str, ...] = ("uvicorn",),
+    only: tuple[str, ...] = (),
 ) -> list[Scenario]:
     """Start the stub downstream (on the load generator's core) and every scenario (on the
-    other), wait until each answers, and return the plan. Every process started is appended to
-    ``processes`` at once, so that the caller stops it whatever fails next."""
+    other; ``only`` these keys when given), wait until each answers, and return the plan. Every
+    process started is appended to ``processes`` at once, so that the caller stops it whatever
+    fails next."""
     stub = start(
         [
             *pin(0),
@@ -271,7 +391,12 @@ def start_all(
     )
     processes.append(stub)
     wait_http(f"http://127.0.0.1:{stub_port}/users/1")
-    plan = scenarios(default, no_metrics, stub_port, concurrencies, b_concurrencies)
+    plan = scenarios(default, no_metrics, stub_port, concurrencies, b_concurrencies, servers)
+    if only:
+        unknown = sorted(set(only) - {s.key for s in plan})
+        if unknown:
+            raise SystemExit(f"no such scenario in this run: {', '.join(unknown)}")
+        plan = [s for s in plan if s.key in only]
     say(f"starting {len(plan)} services (one core) and the stub downstream (the other)")
     for scenario in plan:
         scenario.process = start(
@@ -284,5 +409,6 @@ def start_all(
     for scenario in plan:
         wait_http(f"{scenario.url}/readyz", timeout=90)
         wait_http(f"{scenario.url}/users/1", timeout=10)
+        scenario.pids = [scenario.pid, *descendants(scenario.pid)]
     assert_running(plan)
     return plan

@@ -80,8 +80,9 @@ def markdown(result: dict[str, Any]) -> str:
         extra = f" ({v['short_by']})" if "short_by" in v else ""
         extra += f"; stretch {v['stretch']}" if "stretch" in v else ""
         lines.append(f"| {v['target']} | {v['measured']}{extra} | {'yes' if v['met'] else 'NO'} |")
+    lines += servers_markdown(result)
     a32 = table.get("A", {}).get("32")
-    if a32:
+    if a32 and any(key.startswith("B:") for key in order):
         lines += [
             "",
             "## What each option costs (c=32, against A)",
@@ -145,6 +146,49 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [f"| {k} | {v}% |" for k, v in prof["self_time_percent_by_library"].items()]
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()), ""]
     return "\n".join(lines)
+
+
+def servers_markdown(result: dict[str, Any]) -> list[str]:
+    """A and D under each server (``--servers``), and the ratios between them; nothing when
+    only uvicorn ran."""
+    comparison = result.get("servers") or {}
+    if not comparison:
+        return []
+    table = result["medians"]
+    cs = result["config"]["concurrency"]
+    lines = [
+        "",
+        "## Servers: A and D under " + " and ".join(comparison["servers"]),
+        "",
+        "| scenario | server | c | CPU us/req | rps | p50 ms | p99 ms | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for app, keys in comparison["keys"].items():
+        for server, key in keys.items():
+            for c in cs:
+                m = table.get(key, {}).get(str(c))
+                if m is None:
+                    continue
+                lines.append(
+                    f"| {app} | {server} | {c} | {m.get('cpu_us_per_request', 0):.0f} | "
+                    f"{m['rps']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.1f} | "
+                    f"{m.get('errors', 0):.0f} |"
+                )
+    lines += [
+        "",
+        "Ratios of medians (the range over the repetitions, each pairing two cells of one "
+        "repetition, in brackets):",
+        "",
+        "| ratio | " + " | ".join(f"c={c}" for c in cs) + " |",
+        "|---|" + "---:|" * len(cs),
+    ]
+    for name, per_c in comparison["ratios"].items():
+        cells = []
+        for c in cs:
+            r = per_c.get(str(c))
+            cells.append(f"{r['ratio']} ({r['per_rep_min']}-{r['per_rep_max']})" if r else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def chart(result: dict[str, Any], path: Path) -> None:

@@ -31,6 +31,15 @@ Scenarios (``GET /users/{id}``, the service calls the stub's ``/users/{id}`` and
   D  plain FastAPI, one shared aiohttp.ClientSession
   E  plain FastAPI, a new httpx2.AsyncClient per request (the seed's anti-pattern)
   F  plain FastAPI, no outbound call (the ceiling)
+
+With ``--servers uvicorn,granian``, A and D also run under granian (A:granian, D:granian: the same
+apps, bench/granian_apps.py; granian is installed into the render's environment), side by side
+with the rest, and results.md gets a table of A and D under each server with the ratios
+between them. ``--scenarios`` loads only the scenarios named, ``--load-only`` skips steps 3 and
+4; together they make a run of one question, for example the servers':
+
+    .venv/bin/python -m bench.run --servers uvicorn,granian --scenarios A,D,A:granian,D:granian \
+        --load-only --results bench/results/servers
 """
 
 from __future__ import annotations
@@ -45,10 +54,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import RESULTS, WORK
-from bench.analysis import judge, medians, ratios
+from bench.analysis import judge, medians, ratios, server_comparison
 from bench.measure import fd_check, interleaved_cells, micro_layers, profile, settle
 from bench.processes import (
+    SERVERS,
     ensure_wrk,
+    install_granian,
     pin,
     prepare_environment,
     prepare_render,
@@ -74,7 +85,34 @@ def parse_args() -> argparse.Namespace:
         choices=PYTHON_VERSIONS,
         help="render (and run every scenario) on this Python; the template's default otherwise",
     )
+    parser.add_argument(
+        "--servers",
+        type=_servers,
+        default=("uvicorn",),
+        help="comma-separated servers A and D run under: uvicorn (always), granian "
+        "(adds A:granian and D:granian); default uvicorn",
+    )
+    parser.add_argument(
+        "--scenarios",
+        type=lambda value: tuple(key.strip() for key in value.split(",") if key.strip()),
+        default=(),
+        help="comma-separated keys: load only these scenarios (for example A,D,A:granian)",
+    )
+    parser.add_argument(
+        "--load-only",
+        action="store_true",
+        help="only the load runs: no descriptor check, profile or in-process layers",
+    )
     return parser.parse_args()
+
+
+def _servers(value: str) -> tuple[str, ...]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(SERVERS))
+    if unknown:
+        msg = f"unknown server {', '.join(unknown)}; choose from {', '.join(SERVERS)}"
+        raise argparse.ArgumentTypeError(msg)
+    return tuple(s for s in SERVERS if s in {"uvicorn", *names})
 
 
 def main() -> None:
@@ -97,25 +135,45 @@ def main() -> None:
 
     version = {"python_version": args.python} if args.python else {}
     default = prepare_render("default", version)
-    no_metrics = prepare_render("no-metrics", {**version, "include_metrics": False})
+    no_metrics = None
+    if not args.scenarios or "B:no-metrics" in args.scenarios:
+        no_metrics = prepare_render("no-metrics", {**version, "include_metrics": False})
+    if "granian" in args.servers:
+        install_granian(default)
 
     stub_port = unique_port()
     processes: list[subprocess.Popen[bytes]] = []
+    fd: dict[str, Any] | None = None
+    prof: dict[str, Any] | None = None
     try:
-        plan = start_all(default, no_metrics, stub_port, all_c, b_c, logs, processes)
+        plan = start_all(
+            default,
+            no_metrics,
+            stub_port,
+            all_c,
+            b_c,
+            logs,
+            processes,
+            servers=args.servers,
+            only=args.scenarios,
+        )
         cells = interleaved_cells(binary, plan, all_c, args.repetitions, args.seconds, args.warmup)
         write_cells(cells, args.results)
-        settle(plan)
-        service_a = plan[0]
-        max_connections = 200  # the rendered default (HTTP__MAX_CONNECTIONS)
-        a_rate = statistics.median(c["rps"] for c in cells if c["scenario"] == "A")
-        fd = fd_check(binary, service_a, stub_port, max_connections, fd_counts, a_rate)
-        prof = profile(binary, service_a, 3 if args.quick else 5, args.results / "profile-A.txt")
+        service_a = next((s for s in plan if s.key == "A"), None)
+        if service_a is not None and not args.load_only:
+            settle(plan)
+            max_connections = 200  # the rendered default (HTTP__MAX_CONNECTIONS)
+            a_rate = statistics.median(c["rps"] for c in cells if c["scenario"] == "A")
+            fd = fd_check(binary, service_a, stub_port, max_connections, fd_counts, a_rate)
+            profile_out = args.results / "profile-A.txt"
+            prof = profile(binary, service_a, 3 if args.quick else 5, profile_out)
     finally:
         for process in reversed(processes):
             stop_process(process)
 
-    micro = micro_layers(default, 3 if args.quick else 7, WORK / "micro.json")
+    micro = None
+    if not args.load_only:
+        micro = micro_layers(default, 3 if args.quick else 7, WORK / "micro.json")
 
     table = medians(cells)
     ratio_table = ratios(cells, table)
@@ -127,6 +185,9 @@ def main() -> None:
             "seconds": args.seconds,
             "warmup": args.warmup,
             "quick": args.quick,
+            "servers": list(args.servers),
+            "scenarios": list(args.scenarios),
+            "load_only": args.load_only,
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -142,6 +203,7 @@ def main() -> None:
         "cells": cells,
         "medians": table,
         "ratios": ratio_table,
+        "servers": server_comparison(cells, args.servers),
         "targets": judge(ratio_table, fd),
         "fd_check": fd,
         "micro": micro,
