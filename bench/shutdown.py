@@ -217,44 +217,62 @@ def lifespan_after_drain(service: Service) -> dict[str, Any]:
     }
 
 
-def check_drain(service: Service) -> dict[str, Any]:
-    service.downstream.delay = 2.0
-    started_up = readiness(service.port)
+@dataclass
+class Stopped:
+    """How a service stopped on SIGTERM with ``IN_FLIGHT`` slow requests in flight."""
+
+    code: int | None
+    exited_after: float
+    outcomes: dict[str, int]
+
+
+def stop_under_load(
+    service: Service, delay: float, after_signal: Callable[[float], None] = lambda started: None
+) -> Stopped:
+    """Send ``IN_FLIGHT`` requests that the downstream answers after ``delay`` seconds, SIGTERM
+    the service, run ``after_signal`` (given the signal's monotonic time), wait for the exit."""
+    service.downstream.delay = delay
     with ThreadPoolExecutor(max_workers=IN_FLIGHT + 4) as pool:
         futures = in_flight(service, pool)
         started = time.monotonic()
         service.signal()
-        time.sleep(0.3)
-        new_connection = get(service.port, "/healthz", 2.0)
+        after_signal(started)
         code = service.exit_code(30)
         exited_after = round(time.monotonic() - started, 2)
-        result = statuses(futures)
+        return Stopped(code, exited_after, statuses(futures))
+
+
+def check_drain(service: Service) -> dict[str, Any]:
+    started_up = readiness(service.port)
+    new_connection: list[int | str] = []
+
+    def probe(started: float) -> None:
+        time.sleep(0.3)
+        new_connection.append(get(service.port, "/healthz", 2.0))
+
+    stopped = stop_under_load(service, 2.0, probe)
     return {
         "lifespan startup (/readyz before the load)": started_up,
-        "in flight: outcomes": result,
-        "a new connection 0.3 s after the signal": new_connection,
-        "exit code": code,
-        "exited after (s)": exited_after,
+        "in flight: outcomes": stopped.outcomes,
+        "a new connection 0.3 s after the signal": new_connection[0],
+        "exit code": stopped.code,
+        "exited after (s)": stopped.exited_after,
         **lifespan_after_drain(service),
     }
 
 
 def check_delay(service: Service) -> dict[str, Any]:
     """SHUTDOWN_DELAY=2: /readyz and /healthz polled on new connections after the signal."""
-    service.downstream.delay = 3.0
     timeline: list[tuple[float, int | str, int | str]] = []
-    with ThreadPoolExecutor(max_workers=IN_FLIGHT + 4) as pool:
-        futures = in_flight(service, pool)
-        started = time.monotonic()
-        service.signal()
+
+    def poll(started: float) -> None:
         while time.monotonic() - started < 3.0:
             ready = get(service.port, "/readyz", 1.0)
             healthy = get(service.port, "/healthz", 1.0)
             timeline.append((round(time.monotonic() - started, 2), ready, healthy))
             time.sleep(0.2)
-        code = service.exit_code(30)
-        exited_after = round(time.monotonic() - started, 2)
-        result = statuses(futures)
+
+    stopped = stop_under_load(service, 3.0, poll)
     unready_and_serving = [t for t, ready, healthy in timeline if ready == 503 and healthy == 200]
     refused = [t for t, ready, _ in timeline if isinstance(ready, str)]
     return {
@@ -268,46 +286,34 @@ def check_delay(service: Service) -> dict[str, Any]:
         "first poll: /readyz, /healthz": (
             f"{timeline[0][1]}, {timeline[0][2]}" if timeline else None
         ),
-        "in flight: outcomes": result,
-        "exit code": code,
-        "exited after (s)": exited_after,
+        "in flight: outcomes": stopped.outcomes,
+        "exit code": stopped.code,
+        "exited after (s)": stopped.exited_after,
         **lifespan_after_drain(service),
     }
 
 
 def check_second_signal(service: Service) -> dict[str, Any]:
-    service.downstream.delay = 3.0
-    with ThreadPoolExecutor(max_workers=IN_FLIGHT + 4) as pool:
-        futures = in_flight(service, pool)
-        started = time.monotonic()
-        service.signal()
+    def signal_again(started: float) -> None:
         time.sleep(0.5)
         service.signal()
-        code = service.exit_code(30)
-        exited_after = round(time.monotonic() - started, 2)
-        result = statuses(futures)
+
+    stopped = stop_under_load(service, 3.0, signal_again)
     return {
-        "exited after (s)": exited_after,
-        "stopped at once (under 1.5 s)": exited_after < 1.5,
-        "exit code": code,
-        "in flight: outcomes": result,
+        "exited after (s)": stopped.exited_after,
+        "stopped at once (under 1.5 s)": stopped.exited_after < 1.5,
+        "exit code": stopped.code,
+        "in flight: outcomes": stopped.outcomes,
     }
 
 
 def check_bound(service: Service) -> dict[str, Any]:
-    service.downstream.delay = 4.0
-    with ThreadPoolExecutor(max_workers=IN_FLIGHT + 4) as pool:
-        futures = in_flight(service, pool)
-        started = time.monotonic()
-        service.signal()
-        code = service.exit_code(30)
-        exited_after = round(time.monotonic() - started, 2)
-        result = statuses(futures)
+    stopped = stop_under_load(service, 4.0)
     return {
-        "exited after (s)": exited_after,
-        "stopped before the requests ended (under 3 s)": exited_after < 3.0,
-        "exit code": code,
-        "in flight: outcomes": result,
+        "exited after (s)": stopped.exited_after,
+        "stopped before the requests ended (under 3 s)": stopped.exited_after < 3.0,
+        "exit code": stopped.code,
+        "in flight: outcomes": stopped.outcomes,
         **lifespan_after_drain(service),
     }
 
