@@ -41,22 +41,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "## A against the alternatives (ratio of median rps; per-repetition range)",
         "",
-        "| ratio | " + " | ".join(f"c={c}" for c in cs) + " |",
-        "|---|" + "---:|" * len(cs),
     ]
-    for name, per_c in result["ratios"].items():
-        cells = []
-        for c in cs:
-            r = per_c.get(str(c))
-            if r is None:
-                cells.append("")
-            elif r["ratio"] is None:
-                cells.append(r["note"])
-            elif "per_rep_min" in r:
-                cells.append(f"{r['ratio']} ({r['per_rep_min']}-{r['per_rep_max']})")
-            else:
-                cells.append(f"{r['ratio']}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ratio_table(result["ratios"], cs)
     lines += [
         "",
         "## How CPU per request and p99 move with load",
@@ -179,14 +165,30 @@ def servers_markdown(result: dict[str, Any]) -> list[str]:
         "Ratios of medians (the range over the repetitions, each pairing two cells of one "
         "repetition, in brackets):",
         "",
+    ]
+    lines += ratio_table(comparison["ratios"], cs)
+    return lines
+
+
+def _ratio_cell(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return ""
+    if r["ratio"] is None:
+        return str(r["note"])
+    if "per_rep_min" in r:
+        return f"{r['ratio']} ({r['per_rep_min']}-{r['per_rep_max']})"
+    return f"{r['ratio']}"
+
+
+def ratio_table(ratios: dict[str, dict[str, Any]], cs: list[int]) -> list[str]:
+    """A markdown table of ratios by concurrency: the median's ratio and, where there is one, the
+    range over the repetitions in brackets."""
+    lines = [
         "| ratio | " + " | ".join(f"c={c}" for c in cs) + " |",
         "|---|" + "---:|" * len(cs),
     ]
-    for name, per_c in comparison["ratios"].items():
-        cells = []
-        for c in cs:
-            r = per_c.get(str(c))
-            cells.append(f"{r['ratio']} ({r['per_rep_min']}-{r['per_rep_max']})" if r else "")
+    for name, per_c in ratios.items():
+        cells = [_ratio_cell(per_c.get(str(c))) for c in cs]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
