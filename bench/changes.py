@@ -107,6 +107,15 @@ REVERTS = [
         "\ndef get_users_client(",
     ),
     Revert(
+        "users:nested-dependency",
+        "users.py: get_users_client nested on SharedHttpClient, a UsersClient built per request",
+        "users.py",
+        "async def get_users_client(request: Request) -> UsersClient:",
+        "async def get_users_client(request: Request, http: SharedHttpClient) -> UsersClient:\n"
+        "    return UsersClient(http, str(request.app.state.settings.users_service.base_url))\n\n\n"
+        "async def _flat_get_users_client(request: Request) -> UsersClient:",
+    ),
+    Revert(
         "cycle:kept",
         "responses freed by the cyclic garbage collector (the response/stream cycle kept)",
         "core/transport.py",

@@ -93,6 +93,9 @@ class Bench:
             observer=app.state.observer,
             base_transport=InstantTransport(),
         )
+        # What the users router's lifespan builds over the shared client (no lifespan runs here).
+        users = importlib.import_module(f"{self.pkg}.users")
+        app.state.users_client = users.UsersClient(app.state.http_client, DOWNSTREAM)
         return app
 
     def _sink(self) -> Any:
