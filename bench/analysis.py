@@ -7,13 +7,13 @@ import statistics
 from typing import Any
 
 # (ratio, concurrency, target, stretch target): throughput ratios are at least the target,
-# p99 ratios at most.
+# p99 ratios at most. p99 is judged at c=1, the latency a caller sees: under wrk's closed loop at
+# c=32 and beyond, latency is the concurrency over the throughput (Little's law), so a p99 target
+# there only restates the throughput one.
 TARGETS: tuple[tuple[str, int, float, float | None], ...] = (
-    ("A/D", 32, 0.5, 0.6),
+    ("A/D", 32, 0.6, None),
     ("A/C", 32, 2.0, None),
-    ("A/E", 32, 40.0, None),
-    ("p99 A/D", 32, 1.5, None),
-    ("p99 A/D", 128, 1.5, None),
+    ("p99 A/D", 1, 1.3, None),
 )
 
 
