@@ -32,12 +32,12 @@ def medians(cells: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]
 
 
 def ratios(cells: list[dict[str, Any]], table: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A over C, D, E and F per concurrency: the ratio of medians, and its spread over the
+    """A over C, D, E, F and G per concurrency: the ratio of medians, and its spread over the
     repetitions (each repetition's cells ran minutes apart at most)."""
     out: dict[str, dict[str, Any]] = {}
     reps = sorted({cell["rep"] for cell in cells})
     by = {(cell["scenario"], cell["c"], cell["rep"]): cell for cell in cells}
-    for other in ("C", "D", "E", "F"):
+    for other in ("C", "D", "E", "F", "G"):
         for c in sorted({cell["c"] for cell in cells if cell["scenario"] == "A"}):
             key = str(c)
             if key not in table.get(other, {}):

@@ -1,4 +1,4 @@
-"""The hand-written gateways the rendered service is compared with (scenarios C to F).
+"""The hand-written gateways the rendered service is compared with (scenarios C to G).
 
     python bench/gateways.py --scenario C --port 18010 --downstream http://127.0.0.1:18001
 
@@ -11,6 +11,9 @@ bench/granian_apps.py serves the same app under granian.
 - C: one shared ``httpx2.AsyncClient`` on httpx2's default transport (the seed's client).
 - D: one shared ``aiohttp.ClientSession``.
 - E: the seed's anti-pattern: a new ``httpx2.AsyncClient`` for every request.
+- G: one shared ``httpx2.AsyncClient`` over the template's aiohttp pool adapter
+  (``core/pool.py`` of the render, ``--package``): the httpx API on the pool A uses, with no
+  outbound chain, logs, tracing or metrics. What offering the httpx API costs over D.
 - F: no outbound call at all: the ceiling of FastAPI and uvicorn on this machine.
 """
 
@@ -87,6 +90,36 @@ def shared_aiohttp(downstream: str) -> FastAPI:
     return app
 
 
+def httpx_api_on_aiohttp(downstream: str, package: str) -> FastAPI:
+    import importlib
+
+    import httpx2
+
+    pool = importlib.import_module(f"{package}.core.pool")
+    settings = importlib.import_module(f"{package}.core.settings")
+    state: dict[str, httpx2.AsyncClient] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        http = settings.HttpClientSettings()
+        state["client"] = httpx2.AsyncClient(
+            timeout=httpx2.Timeout(http.timeout, connect=http.connect_timeout),
+            transport=pool.AiohttpTransport(http),
+        )
+        yield
+        await state["client"].aclose()
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/users/{user_id}")
+    async def read_user(user_id: int) -> User:
+        response = await state["client"].get(f"{downstream}/users/{user_id}")
+        _check(response.status_code)
+        return User.model_validate_json(response.content)
+
+    return app
+
+
 def client_per_request(downstream: str) -> FastAPI:
     import httpx2
 
@@ -114,11 +147,16 @@ def no_outbound(_: str) -> FastAPI:
 
 
 GATEWAYS = {"C": shared_httpx, "D": shared_aiohttp, "E": client_per_request, "F": no_outbound}
+ON_THE_RENDER = {"G": httpx_api_on_aiohttp}  # built from the rendered package's modules
 
 
-def build(scenario: str, downstream: str) -> FastAPI:
+def build(scenario: str, downstream: str, package: str = "my_service") -> FastAPI:
     """The gateway's app, with the ``/readyz`` the benchmark waits for."""
-    app = GATEWAYS[scenario](downstream.rstrip("/"))
+    downstream = downstream.rstrip("/")
+    if scenario in ON_THE_RENDER:
+        app = ON_THE_RENDER[scenario](downstream, package)
+    else:
+        app = GATEWAYS[scenario](downstream)
 
     @app.get("/readyz")
     async def ready() -> dict[str, str]:
@@ -129,11 +167,12 @@ def build(scenario: str, downstream: str) -> FastAPI:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", choices=sorted(GATEWAYS), required=True)
+    parser.add_argument("--scenario", choices=sorted([*GATEWAYS, *ON_THE_RENDER]), required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--downstream", default="http://127.0.0.1:18001")
+    parser.add_argument("--package", default="my_service", help="the render's package (G)")
     args = parser.parse_args()
-    app = build(args.scenario, args.downstream)
+    app = build(args.scenario, args.downstream, args.package)
     uvicorn.run(
         app,
         host="127.0.0.1",

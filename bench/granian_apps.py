@@ -8,7 +8,7 @@
   (``gc.freeze``). ``BENCH_PACKAGE`` names the package. Under granian the template's
   ``__main__`` and ``core/server.py`` do not run: the shutdown delay is not there
   (docs/decisions/0014-asgi-server.md).
-- ``gateway``: a hand-written gateway of bench/gateways.py, ``BENCH_GATEWAY`` (C to F) against
+- ``gateway``: a hand-written gateway of bench/gateways.py, ``BENCH_GATEWAY`` (C to G) against
   ``BENCH_DOWNSTREAM``, nothing frozen, as under uvicorn.
 
 Granian imports the target in its worker process, so the app is built once, where it serves.
@@ -34,4 +34,6 @@ def rendered() -> FastAPI:
 
 
 def gateway() -> FastAPI:
-    return build(os.environ["BENCH_GATEWAY"], os.environ["BENCH_DOWNSTREAM"])
+    return build(
+        os.environ["BENCH_GATEWAY"], os.environ["BENCH_DOWNSTREAM"], os.environ["BENCH_PACKAGE"]
+    )

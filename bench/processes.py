@@ -215,7 +215,7 @@ def scenarios(
     b_c: tuple[int, ...],
     servers: tuple[str, ...] = ("uvicorn",),
 ) -> list[Scenario]:
-    """Every scenario of a run: A to F under uvicorn (B:no-metrics only with its render), and
+    """Every scenario of a run: A to G under uvicorn (B:no-metrics only with its render), and
     A and D under each other server in ``servers`` (keys ``A:granian``, ``D:granian``)."""
 
     def service(
@@ -273,6 +273,8 @@ def scenarios(
             str(scenario.port),
             "--downstream",
             f"http://127.0.0.1:{stub_port}",
+            "--package",
+            PACKAGE,
         ]
         return scenario
 
@@ -320,6 +322,7 @@ def scenarios(
         gateway("D", "plain FastAPI, shared aiohttp.ClientSession"),
         gateway("E", "plain FastAPI, new httpx2.AsyncClient per request"),
         gateway("F", "plain FastAPI, no outbound call (ceiling)"),
+        gateway("G", "plain FastAPI, shared httpx2.AsyncClient over A's aiohttp pool adapter"),
     ]
     if "granian" in servers:
         by_key = {s.key: s for s in plan}

@@ -31,6 +31,8 @@ Scenarios (``GET /users/{id}``, the service calls the stub's ``/users/{id}`` and
   D  plain FastAPI, one shared aiohttp.ClientSession
   E  plain FastAPI, a new httpx2.AsyncClient per request (the seed's anti-pattern)
   F  plain FastAPI, no outbound call (the ceiling)
+  G  plain FastAPI, one shared httpx2.AsyncClient over A's aiohttp pool adapter and nothing else:
+     what the httpx API itself costs over D, the floor of any A that offers it
 
 With ``--servers uvicorn,granian``, A and D also run under granian (A:granian, D:granian: the same
 apps, bench/granian_apps.py; granian is installed into the render's environment), side by side
