@@ -79,6 +79,14 @@ REVERTS = [
         "        if True:",
     ),
     Revert(
+        "read:aread",
+        "the body read through httpx2's aread (its stream layers around the bounded body)",
+        "core/http_client.py",
+        "        await _read_body(response)\n",
+        "        try:\n            await response.aread()\n        except BaseException:\n"
+        "            await response.aclose()\n            raise\n",
+    ),
+    Revert(
         "cookies:new-jar-per-call",
         "a new empty cookie jar on each access to the shared client's cookies (twice a call)",
         "core/http_client.py",

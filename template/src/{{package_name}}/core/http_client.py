@@ -130,16 +130,38 @@ class _SharedClient(httpx2.AsyncClient):
             raise
         response.request = request
         response.default_encoding = self._encoding
-        try:
-            await response.aread()
-        except BaseException:
-            await response.aclose()
-            raise
+        await _read_body(response)
         response.elapsed = timedelta(seconds=time.perf_counter() - started)
         if response.has_redirect_location:
             # What httpx offers for a redirect it does not follow (a rare path: its own helper).
             response.next_request = self._build_redirect_request(request, response)
         return response
+
+
+async def _read_body(response: httpx2.Response) -> None:
+    """Read the whole body, as ``aread`` does, straight from the response's stream.
+
+    The stream is the outbound chain's bounded body, already decoded and bounded in size and
+    time: httpx2's ``aread`` would wrap it in three more async generators, a chunker and a
+    decoder with nothing to do. What ``aread`` leaves is left here: the content, the stream
+    marked consumed and the byte count (httpx2 keeps them in these attributes and has no
+    setter), and the response closed, which returns the connection to the pool.
+    """
+    stream = response.stream
+    assert isinstance(stream, httpx2.AsyncByteStream)  # noqa: S101 - the chain's bounded body
+    try:
+        content = b"".join([piece async for piece in stream])
+    except httpx2.RequestError as exc:
+        await response.aclose()
+        exc.request = response.request  # as aread does: every request error names its request
+        raise
+    except BaseException:
+        await response.aclose()
+        raise
+    response._content = content
+    response.is_stream_consumed = True
+    response._num_bytes_downloaded = len(content)
+    await response.aclose()
 
 
 def build_http_client(
