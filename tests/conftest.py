@@ -30,9 +30,12 @@ os.environ.setdefault("UV_CACHE_DIR", str(CACHE / "uv"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """One mypy cache per worker for every render's type check (harness.support.typecheck)."""
+    """One mypy cache per worker for every render's type check (harness.support.typecheck).
+
+    Set, not defaulted: the workers inherit the controller's environment, which already names
+    the controller's cache, and two workers on one cache race on its modules and its mtimes."""
     worker = getattr(config, "workerinput", {}).get("workerid", "main")
-    os.environ.setdefault(SHARED_MYPY_CACHE, str(CACHE / "mypy" / worker))
+    os.environ[SHARED_MYPY_CACHE] = str(CACHE / "mypy" / worker)
 
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

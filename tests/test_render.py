@@ -207,3 +207,10 @@ def test_the_shared_mypy_cache_never_serves_another_renders_module(
         run(["make", "typecheck"], cwd=second, env={"MYPY_CACHE_DIR": str(plain)})
     monkeypatch.setenv(SHARED_MYPY_CACHE, str(shared))
     assert "Success: no issues found" in typecheck(second).stdout
+
+
+def test_each_test_worker_type_checks_on_a_mypy_cache_of_its_own() -> None:
+    """The workers inherit the controller's environment; each must still name its own cache,
+    since two mypy runs on one cache race on its modules (tests/conftest.py)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    assert Path(os.environ[SHARED_MYPY_CACHE]).name == worker
